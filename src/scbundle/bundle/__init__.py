@@ -1,0 +1,1 @@
+"""Building a bundle: requirements, command lists, allocation, multi-prog packing, files."""

@@ -1,0 +1,121 @@
+"""Dealing components to ranks and packing srun --multi-prog configs under Slurm's limits.
+
+Facts (Slurm 22.05, src/srun/libsrun/multi_prog.c): a config over 60000 bytes is refused,
+a line of 16382 characters or more is refused, at most 128 arguments a line, %t is not
+substituted inside single quotes, single quotes group words, double quotes do not.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..errors import BundleError
+
+MAX_CONFIG_BYTES = 60000
+MAX_LINE_CHARS = 16381  # a line of 16382 characters or more is refused
+MAX_ARGS = 128
+
+
+def deal_by_cost(costs: Sequence[float], nranks: int) -> list[list[int]]:
+    """Longest first, each to the least-loaded rank (LPT). Each rank's list is in index order."""
+    if nranks <= 0:
+        raise BundleError("need at least one rank")
+    order = sorted(range(len(costs)), key=lambda i: (-costs[i], i))
+    heap = [(0.0, r) for r in range(nranks)]
+    ranks: list[list[int]] = [[] for _ in range(nranks)]
+    for i in order:
+        load, r = heapq.heappop(heap)
+        ranks[r].append(i)
+        heapq.heappush(heap, (load + costs[i], r))
+    for lst in ranks:
+        lst.sort()
+    return [lst for lst in ranks if lst]
+
+
+def encode_ids(ids: Sequence[int]) -> str:
+    """Sorted indices as ``0,5-9,12`` (the runner's --ids syntax)."""
+    parts: list[str] = []
+    i = 0
+    s = sorted(ids)
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and s[j + 1] == s[j] + 1:
+            j += 1
+        parts.append(str(s[i]) if i == j else f"{s[i]}-{s[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def srun_quote(word: str) -> str:
+    """Quote one argument for a multi-prog line: single quotes group words; no way to escape '."""
+    if "'" in word or "\n" in word or "%" in word:
+        raise BundleError(f"cannot put {word!r} in a multi-prog config (single quote, newline or % in it)")
+    if word and all(c.isalnum() or c in "/._-+=:," for c in word):
+        return word
+    return f"'{word}'"
+
+
+@dataclass(frozen=True)
+class ConfigPart:
+    """One multi-prog config: its text and the global ranks it covers."""
+
+    index: int
+    offset: int  # global rank of its task 0
+    ntasks: int
+    text: str
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.index:03d}.conf"
+
+
+def pack_configs(
+    rank_ids: Sequence[Sequence[int]],
+    render_line: Callable[[int, int, str], str],
+    header: Callable[[int, int], str],
+    *,
+    max_bytes: int = MAX_CONFIG_BYTES,
+    max_line: int = MAX_LINE_CHARS,
+) -> list[ConfigPart]:
+    """Greedily fill configs with one line per rank, each config under ``max_bytes``.
+
+    ``render_line(task, offset, ids_spec)`` gives a line (no newline) for local task number
+    ``task`` of a config whose first global rank is ``offset``; ``header(part_index, offset)``
+    gives the comment block that opens each file.
+    """
+    parts: list[ConfigPart] = []
+    lines: list[str] = []
+    offset = 0
+    size = 0
+    head = header(0, 0)
+
+    def close() -> None:
+        nonlocal lines, offset, size, head
+        parts.append(ConfigPart(len(parts), offset, len(lines), head + "".join(lines)))
+        offset += len(lines)
+        lines = []
+        head = header(len(parts), offset)
+        size = len(head.encode())
+
+    size = len(head.encode())
+    for ids in rank_ids:
+        spec = encode_ids(ids)
+        line = render_line(len(lines), offset, spec)
+        if len(line) > max_line:
+            raise BundleError(f"one rank's line is {len(line)} characters, over srun's {max_line}: use more ranks")
+        if len(line.split()) > MAX_ARGS:
+            raise BundleError(f"one rank's line has {len(line.split())} words, over srun's {MAX_ARGS}")
+        nbytes = len(line.encode()) + 1
+        if lines and size + nbytes > max_bytes:
+            close()
+            line = render_line(0, offset, spec)
+            nbytes = len(line.encode()) + 1
+        if size + nbytes > max_bytes:
+            raise BundleError(f"a single multi-prog line of {nbytes} bytes does not fit a {max_bytes}-byte config")
+        lines.append(line + "\n")
+        size += nbytes
+    if lines:
+        close()
+    return parts

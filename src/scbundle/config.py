@@ -1,0 +1,194 @@
+"""Configuration: one TOML file naming the database and the sites.
+
+Looked up from ``--config``, then ``$SCBUNDLE_CONFIG``, then the user's config directory;
+with none of them present, the embedded default is used: a ``local`` site and a SQLite
+database under ``$SCBUNDLE_HOME`` (or the user's data directory).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
+
+
+def parse_walltime(text: str) -> int:
+    """``[D-]HH:MM:SS`` to seconds."""
+    m = _WALLTIME.match(text.strip())
+    if not m:
+        raise ValueError(f"walltime {text!r} is not [D-]HH:MM:SS")
+    days, h, mi, s = (int(g) if g else 0 for g in m.groups())
+    return ((days * 24 + h) * 60 + mi) * 60 + s
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _absolute_posix(value: str) -> str:
+    value = os.path.expanduser(value)
+    if not PurePosixPath(value).is_absolute():
+        raise ValueError(f"{value!r} must be an absolute path")
+    return str(PurePosixPath(value))
+
+
+class PathRule(_Strict):
+    """Translate a local path prefix to the remote one (and back, for products)."""
+
+    local: str
+    remote: str
+
+    _abs = field_validator("local", "remote")(classmethod(lambda cls, v: _absolute_posix(v)))
+
+
+class Site(_Strict):
+    link: Literal["local"] = "local"
+    scheduler: Literal["local"] = "local"
+    remote_root: str
+    permanent_root: str
+    paths: list[PathRule] = Field(default_factory=list)
+    cores_per_node: Annotated[int, Field(gt=0)] = 24
+    max_nodes: Annotated[int, Field(gt=0)] = 1000
+    fill_factor: Annotated[float, Field(gt=0, le=1)] = 0.8
+    max_walltime: str = "12:00:00"
+    python: str = "python3"
+    drop_hours: Annotated[float, Field(gt=0)] = 12.0
+
+    _abs = field_validator("remote_root", "permanent_root")(classmethod(lambda cls, v: _absolute_posix(v)))
+
+    @field_validator("max_walltime")
+    @classmethod
+    def _walltime(cls, v: str) -> str:
+        if parse_walltime(v) <= 0:
+            raise ValueError("max_walltime must be positive")
+        return v
+
+    @property
+    def max_walltime_seconds(self) -> int:
+        return parse_walltime(self.max_walltime)
+
+    @property
+    def roots(self) -> list[str]:
+        return [self.remote_root, self.permanent_root]
+
+
+class StageSettings(_Strict):
+    threads: Annotated[int, Field(gt=0)] | None = None
+    cost_seconds: Annotated[float, Field(gt=0)] | None = None
+    job_policy: Literal["fatal", "ignore"] = "fatal"
+
+
+class Config(_Strict):
+    database: str
+    workdir: str
+    default_site: str = "local"
+    sites: dict[str, Site]
+    stages: dict[str, StageSettings] = Field(default_factory=dict)
+    source: str = "embedded default"
+
+    _abs = field_validator("workdir")(classmethod(lambda cls, v: _absolute_posix(v)))
+
+    @model_validator(mode="after")
+    def _default_site_exists(self) -> Config:
+        if self.default_site not in self.sites:
+            raise ValueError(f"default_site {self.default_site!r} is not one of the sites: {sorted(self.sites)}")
+        return self
+
+    def site(self, name: str | None = None) -> Site:
+        name = name or self.default_site
+        try:
+            return self.sites[name]
+        except KeyError:
+            raise ConfigError(f"no site named {name!r} in {self.source} (sites: {', '.join(sorted(self.sites))})") from None
+
+    def stage_settings(self, stage: str) -> StageSettings:
+        return self.stages.get(stage, StageSettings())
+
+
+def scbundle_home() -> Path:
+    return Path(os.environ.get("SCBUNDLE_HOME") or platformdirs.user_data_dir("scbundle"))
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir("scbundle")) / "config.toml"
+
+
+def embedded_default(home: Path | None = None) -> dict:
+    """The `local` site on this machine, SQLite, everything under one directory."""
+    home = (home or scbundle_home()).absolute()
+    site_root = home / "site-local"
+    return {
+        "database": f"sqlite:///{home / 'scbundle.db'}",
+        "workdir": str(home / "work"),
+        "default_site": "local",
+        "sites": {
+            "local": {
+                "link": "local",
+                "scheduler": "local",
+                "remote_root": str(site_root / "scratch"),
+                "permanent_root": str(site_root / "permanent"),
+                "paths": [{"local": str(home / "data"), "remote": str(site_root / "scratch" / "data")}],
+                "cores_per_node": max(1, os.cpu_count() or 1),
+                "max_nodes": 1,
+                "fill_factor": 0.8,
+                "max_walltime": "12:00:00",
+            }
+        },
+        # the demo's chips are 64x64 pixels: ~0.05 s each, one thread
+        "stages": {"chip": {"threads": 1, "cost_seconds": 0.05}},
+    }
+
+
+def _format_validation(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key {where!r}")
+        elif e["type"] == "missing":
+            parts.append(f"missing key {where!r}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            parts.append(f"{where}: {msg} (got {e.get('input')!r})")
+    return "; ".join(parts)
+
+
+def config_from_dict(data: dict, source: str) -> Config:
+    try:
+        config = Config.model_validate({**data, "source": source})
+    except ValidationError as err:
+        raise ConfigError(f"config {source}: {_format_validation(err)}") from None
+    from .stages import STAGES  # the stage registry imports this module
+
+    unknown = sorted(set(config.stages) - set(STAGES))
+    if unknown:
+        raise ConfigError(f"config {source}: unknown stage(s) {unknown} under [stages] (known: {sorted(STAGES)})")
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Find and validate the configuration (see module docstring for the order)."""
+    explicit = path or os.environ.get("SCBUNDLE_CONFIG")
+    candidate = Path(explicit) if explicit else default_config_path()
+    if not candidate.exists():
+        if explicit:
+            raise ConfigError(f"config file {candidate} does not exist")
+        return config_from_dict(embedded_default(), "embedded default")
+    try:
+        data = tomllib.loads(candidate.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config {candidate}: not valid TOML: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"config {candidate}: cannot read: {err.strerror}") from None
+    if "source" in data:
+        raise ConfigError(f"config {candidate}: unknown key 'source'")
+    return config_from_dict(data, str(candidate))

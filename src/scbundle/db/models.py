@@ -1,0 +1,132 @@
+"""SQLAlchemy 2 typed models: remoteRun / remoteComponent and the demo pipeline's tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, MetaData, String, UniqueConstraint, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class RemoteRun(Base):
+    """One bundle: one stage, many components, one remote job."""
+
+    __tablename__ = "remote_run"
+
+    remote_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stage: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str] = mapped_column(String(128), index=True)
+    site: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    prev_state: Mapped[str | None] = mapped_column(String(16))  # where auth/error came from
+    path_base: Mapped[str | None] = mapped_column(String(1024))
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    job_name: Mapped[str | None] = mapped_column(String(128))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    last_poll: Mapped[datetime | None]
+    fault: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str | None] = mapped_column(String(2000))
+    job_policy: Mapped[str] = mapped_column(String(16), default="fatal")
+    req_nodes: Mapped[int | None]
+    req_seconds: Mapped[int | None]
+    nranks: Mapped[int | None]
+    created: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
+    updated: Mapped[datetime] = mapped_column(server_default=func.current_timestamp(), onupdate=func.current_timestamp())
+
+    components: Mapped[list[RemoteComponent]] = relationship(back_populates="run", order_by="RemoteComponent.id")
+
+
+class RemoteComponent(Base):
+    """One unit of work inside a run. A piece of stage work is in at most one run."""
+
+    __tablename__ = "remote_component"
+    __table_args__ = (UniqueConstraint("stage", "stage_id", name="uq_remote_component_stage_work"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    remote_id: Mapped[int] = mapped_column(ForeignKey("remote_run.remote_id", ondelete="CASCADE"), index=True)
+    stage: Mapped[str] = mapped_column(String(32))
+    stage_id: Mapped[int] = mapped_column(Integer)
+    idx: Mapped[int | None]  # line number in the prepared bundle
+    state: Mapped[str] = mapped_column(String(16))
+    fault: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str | None] = mapped_column(String(2000))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    exit_code: Mapped[int | None]
+    rank: Mapped[int | None]
+    host: Mapped[str | None] = mapped_column(String(128))
+    t_start: Mapped[float | None]
+    t_end: Mapped[float | None]
+
+    run: Mapped[RemoteRun] = relationship(back_populates="components")
+
+
+Index("ix_remote_component_run_state", RemoteComponent.remote_id, RemoteComponent.state)
+
+
+# --- the demo pipeline's own tables -------------------------------------------------------
+
+
+class Exposure(Base):
+    __tablename__ = "exposure"
+
+    exp_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    exp_name: Mapped[str] = mapped_column(String(64), unique=True)
+    filter: Mapped[str] = mapped_column(String(16))
+    dateobs: Mapped[datetime]
+
+
+class Detrend(Base):
+    __tablename__ = "detrend"
+
+    det_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    filter: Mapped[str] = mapped_column(String(16))
+    class_id: Mapped[str] = mapped_column(String(16))
+    uri: Mapped[str] = mapped_column(String(1024))
+
+
+class Imfile(Base):
+    """One raw chip image: one piece of chip-stage work."""
+
+    __tablename__ = "imfile"
+
+    imfile_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    exp_id: Mapped[int] = mapped_column(ForeignKey("exposure.exp_id"), index=True)
+    class_id: Mapped[str] = mapped_column(String(16))
+    uri: Mapped[str] = mapped_column(String(1024))
+    det_id: Mapped[int] = mapped_column(ForeignKey("detrend.det_id"))
+    npix: Mapped[int] = mapped_column(Integer)
+
+    exposure: Mapped[Exposure] = relationship()
+    detrend: Mapped[Detrend] = relationship()
+
+
+class ChipResult(Base):
+    """The chip stage's result for one imfile, replayed from its dbinfo record."""
+
+    __tablename__ = "chip_result"
+
+    imfile_id: Mapped[int] = mapped_column(ForeignKey("imfile.imfile_id"), primary_key=True)
+    remote_id: Mapped[int] = mapped_column(ForeignKey("remote_run.remote_id"))
+    stats_uri: Mapped[str | None] = mapped_column(String(1024))
+    processed_uri: Mapped[str | None] = mapped_column(String(1024))
+    mean: Mapped[float | None]
+    stdev: Mapped[float | None]
+    median: Mapped[float | None]
+    npix: Mapped[int | None]
+    nsat: Mapped[int | None]
+    bg_min: Mapped[float | None]
+    bg_max: Mapped[float | None]
+    dtime_chip: Mapped[float | None]

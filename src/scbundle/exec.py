@@ -1,0 +1,151 @@
+"""exec: ship a pending run's bundle, push only the missing inputs, submit. pending -> run.
+
+Each step is idempotent, so exec can be re-run after a crash at any point: the bundle and
+inputs are re-sent only where absent, and the job is submitted under a deterministic name
+that the scheduler (or the local job registry) answers with the job already submitted.
+Costs a fixed number of link invocations per run, whatever the number of components.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import update
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from .app import App, select_runs
+from .bundle.build import remote_run_dir
+from .db.models import RemoteComponent, RemoteRun
+from .errors import CommandError, LinkDownError, ScbundleError
+from .link import Transport
+from .resources import remote_dir, remote_files
+from .schedulers.base import SubmitContext
+from .states import ComponentState, Fault, RunState
+from .transfer import write_push_tar, write_text_tar
+
+
+@dataclass(frozen=True)
+class Executed:
+    remote_id: int
+    job_id: str | None
+    pushed_files: int
+    pushed_bytes: int
+    invocations: int
+    error: str | None = None
+
+
+def submit_context(app: App, run: RemoteRun) -> SubmitContext:
+    site = app.site(run.site)
+    run_dir = remote_run_dir(site.permanent_root, run.stage, run.remote_id, run.attempt)
+    return SubmitContext(
+        job_name=run.job_name or "",
+        run_dir=run_dir,
+        script=f"{run_dir}/job.sh",
+        tools_dir=app.tools_dir(run.site),
+        python=site.python,
+        registry=f"{site.permanent_root.rstrip('/')}/jobs",
+    )
+
+
+def remote_roots_args(app: App, site_name: str) -> list[str]:
+    args: list[str] = []
+    for root in app.site(site_name).roots:
+        args += ["--root", root]
+    return args
+
+
+def ensure_tools(app: App, t: Transport, site_name: str) -> None:
+    """Ship remote/ to its content-addressed directory once; a partial copy never counts."""
+    tools = app.tools_dir(site_name)
+    if t.run(["test", "-f", f"{tools}/.complete"], check=False).returncode == 0:
+        return
+    parent = tools.rsplit("/", 1)[0]
+    script = (
+        f"set -e; mkdir -p {shlex.quote(parent)}; tmp=$(mktemp -d {shlex.quote(parent)}/.incoming.XXXXXX); "
+        f'tar -x -f - -C "$tmp"; chmod +x "$tmp/bin/"* 2>/dev/null || true; touch "$tmp/.complete"; '
+        f'mv -T "$tmp" {shlex.quote(tools)} 2>/dev/null || rm -rf "$tmp"'
+    )
+    root = remote_dir()
+    files = {str(p.relative_to(root)): p.read_bytes() for p in remote_files()}
+    t.stream_in(["sh", "-c", script], lambda out: write_text_tar(out, files))
+
+
+def _read_requirements(path_base: Path) -> list[tuple[str, str, int]]:
+    rows = []
+    for line in (path_base / "requirements.tsv").read_text().splitlines():
+        local, remote, size = line.split("\t")
+        rows.append((local, remote, int(size)))
+    return rows
+
+
+def _bundle_files(path_base: Path, run_dir: str) -> dict[str, bytes]:
+    return {
+        f"{run_dir}/{p.relative_to(path_base)}": p.read_bytes()
+        for p in sorted(path_base.rglob("*"))
+        if p.is_file() and not p.relative_to(path_base).parts[0] == "returned"
+    }
+
+
+def exec_run(app: App, run: RemoteRun, *, progress: bool = True) -> Executed:
+    t = app.transport(run.site)
+    sched = app.scheduler(run.site)
+    site = app.site(run.site)
+    ctx = submit_context(app, run)
+    py, tools, roots = site.python, ctx.tools_dir, remote_roots_args(app, run.site)
+    path_base = Path(run.path_base or "")
+    if not (path_base / "bundle.json").is_file():
+        raise ScbundleError(f"bundle {path_base} is missing: run `scbundle prepare {run.stage} --remote-id {run.remote_id}` again", remote_id=run.remote_id)
+
+    ensure_tools(app, t, run.site)
+    t.stream_in([py, f"{tools}/sc_remote.py", "unpack", *roots], lambda out: write_text_tar(out, _bundle_files(path_base, ctx.run_dir)))
+    reqs = _read_requirements(path_base)
+    listing = "".join(f"{remote}\t{size}\n" for _, remote, size in reqs).encode()
+    missing_out = t.run([py, f"{tools}/sc_remote.py", "missing", *roots], input=listing).text
+    wanted = {line.split("\t")[0] for line in missing_out.splitlines() if line}
+    to_push = [(local, remote) for local, remote, _ in reqs if remote in wanted]
+    nbytes = sum(size for _, remote, size in reqs if remote in wanted)
+    if to_push:
+        if progress and app.console.is_terminal:
+            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=app.console, transient=True) as bar:
+                task = bar.add_task(f"push {len(to_push)} files", total=nbytes)
+                t.stream_in([py, f"{tools}/sc_remote.py", "unpack", *roots], lambda out: write_push_tar(out, to_push, on_file=lambda n: bar.advance(task, n)))
+        else:
+            t.stream_in([py, f"{tools}/sc_remote.py", "unpack", *roots], lambda out: write_push_tar(out, to_push))
+    done = t.run(sched.submit_argv(ctx))
+    job_id = sched.parse_submit(done.text)
+    return Executed(run.remote_id, job_id, len(to_push), nbytes, t.invocations)
+
+
+def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = None, progress: bool = True) -> list[Executed]:
+    with app.db.session() as s:
+        runs = select_runs(s, [RunState.PENDING], remote_id, label, "exec")
+    results = []
+    for run in runs:
+        try:
+            res = exec_run(app, run, progress=progress)
+        except LinkDownError:
+            raise  # the link issue's auth state handles this
+        except (CommandError, ScbundleError, OSError) as err:
+            with app.db.session() as s:
+                r = s.get(RemoteRun, run.remote_id)
+                assert r is not None
+                if r.state == RunState.PENDING:
+                    r.state, r.prev_state = RunState.ERROR, RunState.PENDING
+                    r.fault = int(getattr(err, "fault", Fault.SYSTEM))
+                    r.message = f"exec: {err}"[:2000]
+            results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err)))
+            continue
+        with app.db.session() as s:
+            r = s.get(RemoteRun, run.remote_id)
+            assert r is not None
+            if r.state == RunState.PENDING:
+                r.state, r.job_id, r.fault, r.message = RunState.RUN, res.job_id, 0, None
+                s.execute(
+                    update(RemoteComponent)
+                    .where(RemoteComponent.remote_id == run.remote_id, RemoteComponent.state == ComponentState.PENDING)
+                    .values(state=ComponentState.RUN, attempts=RemoteComponent.attempts + 1)
+                )
+        results.append(res)
+    return results

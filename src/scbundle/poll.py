@@ -1,0 +1,203 @@
+"""poll: ask the scheduler; when the job is done, bring back its summary, results and the
+permanent products, and replay the results into the tables in one transaction. run -> full
+(or error with a fault). Re-running poll after a crash repeats the pull and the replay,
+which change nothing the second time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from .app import App, get_run, select_runs, utcnow
+from .db.models import RemoteComponent, RemoteRun
+from .errors import DbinfoError, LinkDownError, ScbundleError
+from .exec import remote_roots_args, submit_context
+from .pathmap import PathMap
+from .replay import ComponentResult, read_results
+from .schedulers.base import JobState, JobStatus
+from .states import ComponentState, Fault, RunState, fault_from_exit
+from .transfer import extract_returned
+
+
+@dataclass(frozen=True)
+class Polled:
+    remote_id: int
+    job_state: str
+    state: str
+    n_good: int = 0
+    n_failed: int = 0
+    message: str | None = None
+    error: str | None = None
+
+
+def _products(path_base: Path) -> list[tuple[int, str, str]]:
+    rows = []
+    for line in (path_base / "products.tsv").read_text().splitlines():
+        idx, remote, local = line.split("\t")
+        rows.append((int(idx), remote, local))
+    return rows
+
+
+def _components_index(path_base: Path) -> dict[int, int]:
+    out = {}
+    for line in (path_base / "components.tsv").read_text().splitlines():
+        i, sid = line.split("\t")
+        out[int(i)] = int(sid)
+    return out
+
+
+def pull_results(app: App, run: RemoteRun) -> tuple[Path, set[int]]:
+    """One pack invocation: job files into path_base/returned, products to their destinations.
+
+    Returns the returned/ directory and the product rows (by products.tsv line) that came back.
+    """
+    site = app.site(run.site)
+    t = app.transport(run.site)
+    ctx = submit_context(app, run)
+    path_base = Path(run.path_base or "")
+    returned = path_base / "returned"
+    job_files = ["summary.json", "job.exit", "results/pre.json", "job.out"]
+    job_files += [f"results/rank-{r:05d}.jsonl" for r in range(run.nranks or 0)]
+    wanted: list[tuple[str, Path]] = [(f"{ctx.run_dir}/{rel}", returned / rel) for rel in job_files]
+    products = _products(path_base)
+    pm = PathMap.of(site.paths)
+    for _, remote, local in products:
+        if not pm.covers_local(local):
+            raise DbinfoError(f"{path_base / 'products.tsv'}: product destination {local} is outside the site's local roots")
+        wanted.append((remote, Path(local)))
+    destinations = {i: dest for i, (_, dest) in enumerate(wanted)}
+    roots = [returned, *(Path(r) for r in pm.local_roots())]
+    returned.mkdir(parents=True, exist_ok=True)
+    for stale in returned.rglob("*"):
+        if stale.is_file():
+            stale.unlink()
+    listing = "".join(remote + "\n" for remote, _ in wanted).encode()
+    got = {}
+
+    def consume(stream) -> None:
+        got["r"] = extract_returned(stream, destinations, roots)
+
+    t.stream_out([site.python, f"{ctx.tools_dir}/sc_remote.py", "pack", *remote_roots_args(app, run.site)], consume, input=listing)
+    received = got["r"].indices
+    n_job = len(job_files)
+    return returned, {i - n_job for i in received if i >= n_job}
+
+
+def _fault_for_missing(job: JobStatus | None, job_exit: int | None) -> Fault:
+    if job is not None and job.state == JobState.TIMEOUT:
+        return Fault.TIMEOUT
+    return Fault.SYSTEM
+
+
+def apply_results(
+    app: App,
+    remote_id: int,
+    results: dict[int, ComponentResult],
+    products_back: set[int],
+    product_rows: list[tuple[int, str, str]],
+    *,
+    missing_fault: Fault,
+    job_note: str,
+) -> Polled:
+    """One transaction: component states, the stage's tables, the run's state."""
+    needs_product: dict[int, list[int]] = {}
+    for row, (idx, _r, _l) in enumerate(product_rows):
+        needs_product.setdefault(idx, []).append(row)
+    with app.db.session() as s:
+        run = get_run(s, remote_id, [RunState.RUN], "poll")
+        stage = app.stage(run.stage)
+        comps = list(
+            s.scalars(
+                select(RemoteComponent).where(RemoteComponent.remote_id == remote_id, RemoteComponent.state == ComponentState.RUN)
+            )
+        )
+        changes, good_records, faults = [], [], Counter()
+        for c in comps:
+            res = results.get(c.idx) if c.idx is not None else None
+            row = {"id": c.id}
+            if res is None:
+                row.update(state=ComponentState.ERROR, fault=int(missing_fault), message=f"no result from the job ({job_note})")
+            else:
+                row.update(exit_code=res.exit, rank=res.rank, host=res.host, t_start=res.start, t_end=res.end)
+                lost = [r for r in needs_product.get(c.idx, []) if r not in products_back] if res.good else []
+                if res.good and not lost:
+                    row.update(state=ComponentState.FULL, fault=0, message=None)
+                    assert res.dbinfo is not None
+                    good_records.append(res.dbinfo)
+                elif res.good:
+                    row.update(state=ComponentState.ERROR, fault=int(Fault.SYSTEM), message="permanent product did not come back")
+                else:
+                    f = fault_from_exit(res.exit) if res.exit != 0 else Fault.DATA
+                    row.update(state=ComponentState.ERROR, fault=int(f), message=f"{res.phase} exit {res.exit}: {res.error or ''}"[:2000])
+            if row["state"] == ComponentState.ERROR:
+                faults[row["fault"]] += 1
+            changes.append(row)
+        if changes:
+            s.execute(update(RemoteComponent), changes)
+        stage.replay(s, run, good_records, app.build_context(run))
+        prior_errors = s.scalar(
+            select(RemoteComponent.id).where(RemoteComponent.remote_id == remote_id, RemoteComponent.state == ComponentState.ERROR).limit(1)
+        )
+        n_failed = sum(faults.values())
+        run.last_poll = utcnow()
+        if (n_failed == 0 and prior_errors is None) or run.job_policy == "ignore":
+            run.state, run.fault, run.message = RunState.FULL, 0, (f"{n_failed} component(s) failed, ignored by job_policy" if n_failed else None)
+        else:
+            run.state, run.prev_state = RunState.ERROR, RunState.RUN
+            run.fault = faults.most_common(1)[0][0] if faults else int(Fault.DATA)
+            run.message = f"{n_failed} of {len(comps)} component(s) failed ({job_note})"
+        return Polled(remote_id, job_note, run.state, len(good_records), n_failed, run.message)
+
+
+def poll_run(app: App, run: RemoteRun) -> Polled:
+    t = app.transport(run.site)
+    sched = app.scheduler(run.site)
+    ctx = submit_context(app, run)
+    statuses = sched.parse_status(t.run(sched.status_argv(ctx, [run.job_id or ""])).text)
+    job = next((j for j in statuses if j.job_id == run.job_id), None)
+    if job is not None and not job.state.finished:
+        with app.db.session() as s:
+            r = get_run(s, run.remote_id)
+            r.last_poll = utcnow()
+        return Polled(run.remote_id, job.state, run.state)
+    returned, products_back = pull_results(app, run)
+    path_base = Path(run.path_base or "")
+    exit_file = returned / "job.exit"
+    job_exit = int(exit_file.read_text().strip()) if exit_file.is_file() and exit_file.read_text().strip().lstrip("-").isdigit() else None
+    stage = app.stage(run.stage)
+    files = sorted((returned / "results").glob("rank-*.jsonl"))
+    results = read_results(files, stage, _components_index(path_base))
+    state = job.state if job else JobState.UNKNOWN
+    note = f"job {run.job_id} {state}" + (f", exit {job_exit}" if job_exit is not None else ", no exit marker")
+    return apply_results(
+        app, run.remote_id, results, products_back, _products(path_base),
+        missing_fault=_fault_for_missing(job, job_exit), job_note=note,
+    )  # fmt: skip
+
+
+def poll_runs(app: App, *, remote_id: int | None = None, label: str | None = None) -> list[Polled]:
+    with app.db.session() as s:
+        runs = select_runs(s, [RunState.RUN], remote_id, label, "poll")
+    out = []
+    for run in runs:
+        try:
+            out.append(poll_run(app, run))
+        except LinkDownError:
+            raise
+        except ScbundleError as err:  # a bad dbinfo file included: nothing changed, the run stays in run
+            err.remote_id = run.remote_id
+            out.append(Polled(run.remote_id, "?", run.state, error=str(err)))
+    return out
+
+
+def read_summary(path_base: Path) -> dict | None:
+    p = path_base / "returned" / "summary.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,123 @@
+"""prepare: build a run's bundle on the local side (no link needed). new -> pending."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from .app import App, get_run
+from .bundle.allocation import resource_request
+from .bundle.build import BundlePlan, assemble, job_name, remote_run_dir, write_bundle
+from .db.models import RemoteComponent, RemoteRun
+from .errors import BundleError, StateError
+from .stages.base import ComponentSpec, MissingInput
+from .states import ComponentState, Fault, RunState
+
+
+@dataclass(frozen=True)
+class Prepared:
+    remote_id: int
+    path_base: str
+    n_components: int
+    n_missing: int
+    nodes: int
+    hours: int
+    nranks: int
+    n_configs: int
+
+
+def local_path_base(app: App, run: RemoteRun) -> Path:
+    return Path(app.config.workdir) / run.label / f"remote_{run.stage}.{run.remote_id}"
+
+
+def prepare(app: App, *, remote_id: int, stage: str | None = None) -> Prepared:
+    with app.db.session() as s:
+        run = get_run(s, remote_id, [RunState.NEW, RunState.PENDING], "prepare")
+        if stage is not None and stage != run.stage:
+            raise StateError(f"remote_id {remote_id} is a {run.stage!r} run, not {stage!r}")
+        st = app.stage(run.stage)
+        site = app.site(run.site)
+        ctx = app.build_context(run)
+        comps = list(
+            s.scalars(
+                select(RemoteComponent)
+                .where(RemoteComponent.remote_id == remote_id, RemoteComponent.state.in_([ComponentState.NEW, ComponentState.PENDING]))
+                .order_by(RemoteComponent.id)
+            )
+        )
+        built = st.build(s, [c.stage_id for c in comps], ctx)
+        attempt = run.attempt
+        path_base = local_path_base(app, run)
+
+    specs = [b for b in built if isinstance(b, ComponentSpec)]
+    missing = [(c, b) for c, b in zip(comps, built, strict=True) if isinstance(b, MissingInput)]
+    request = None
+    n_configs = 0
+    if specs:
+        request = resource_request(
+            len(specs),
+            threads=st.threads,
+            cost_seconds=st.cost_seconds,
+            cores_per_node=site.cores_per_node,
+            fill_factor=site.fill_factor,
+            max_nodes=site.max_nodes,
+            max_walltime_seconds=site.max_walltime_seconds,
+        )
+        plan = BundlePlan(
+            remote_id=remote_id,
+            stage=st.name,
+            attempt=attempt,
+            run_dir=remote_run_dir(site.permanent_root, st.name, remote_id, attempt),
+            tools_dir=ctx.tools_dir,
+            python=site.python,
+            cores_per_node=site.cores_per_node,
+            job_template=app.scheduler(run.site).job_template,
+        )
+        try:
+            files = assemble(specs, request, plan)
+        except BundleError as err:
+            err.remote_id = remote_id
+            raise
+        n_configs = sum(1 for k in files if k.startswith("multiprog/"))
+        write_bundle(path_base, files)
+
+    built_comps = [c for c, b in zip(comps, built, strict=True) if isinstance(b, ComponentSpec)]
+    good_ids = {c.id: i for i, c in enumerate(built_comps)}
+    with app.db.session() as s:
+        run = get_run(s, remote_id, [RunState.NEW, RunState.PENDING], "prepare")
+        if good_ids:
+            s.execute(
+                update(RemoteComponent),
+                [{"id": cid, "idx": idx, "state": ComponentState.PENDING, "fault": 0, "message": None} for cid, idx in good_ids.items()],
+            )
+        if missing:
+            s.execute(
+                update(RemoteComponent),
+                [
+                    {"id": c.id, "idx": None, "state": ComponentState.ERROR, "fault": int(Fault.DATA),
+                     "attempts": c.attempts + 1, "message": f"input missing locally: {b.path}"}
+                    for c, b in missing
+                ],
+            )  # fmt: skip
+        if request is None:
+            run.state, run.prev_state = RunState.ERROR, RunState.NEW
+            run.fault = int(Fault.DATA)
+            run.message = f"no component has its inputs ({len(missing)} missing); nothing to run"
+        else:
+            run.state = RunState.PENDING
+            run.path_base = str(path_base)
+            run.job_name = job_name(run.stage, remote_id, attempt)
+            run.req_nodes, run.req_seconds, run.nranks = request.nodes, request.seconds, request.nranks
+            run.fault, run.message = 0, None
+    return Prepared(
+        remote_id=remote_id,
+        path_base=str(path_base),
+        n_components=len(specs),
+        n_missing=len(missing),
+        nodes=request.nodes if request else 0,
+        hours=request.hours if request else 0,
+        nranks=request.nranks if request else 0,
+        n_configs=n_configs,
+    )

@@ -1,0 +1,137 @@
+"""Reading what a job returns: per-rank result records and their dbinfo, validated as data.
+
+A dbinfo record is data for whitelisted tables and typed columns of the run's own stage,
+keyed by a component that is in the run; it is never SQL or shell. Any bad record refuses
+the whole replay, naming the file and line, before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DbinfoError
+from .stages.base import DbinfoRecord, Stage, check_value
+
+RESULT_FIELDS = {"index", "stage_id", "rank", "host", "attempts", "exit", "phase", "start", "end", "dbinfo", "error"}
+
+
+@dataclass(frozen=True)
+class ComponentResult:
+    index: int
+    stage_id: int
+    rank: int | None
+    host: str | None
+    attempts: int
+    exit: int
+    phase: str
+    start: float | None
+    end: float | None
+    error: str | None
+    dbinfo: DbinfoRecord | None
+
+    @property
+    def good(self) -> bool:
+        return self.exit == 0 and self.dbinfo is not None
+
+
+def validate_dbinfo(raw: object, stage: Stage, stage_id: int) -> DbinfoRecord:
+    """Raise ValueError (the reason) unless ``raw`` is a well-formed record for ``stage_id``."""
+    if not isinstance(raw, dict) or set(raw) - {"table", "key", "values"} or "table" not in raw:
+        raise ValueError("dbinfo must be an object with 'table', 'key' and 'values' only")
+    table = stage.dbinfo_tables.get(raw["table"]) if isinstance(raw["table"], str) else None
+    if table is None:
+        raise ValueError(f"table {raw['table']!r} is not one the {stage.name} stage writes")
+    key = raw.get("key")
+    if not isinstance(key, dict) or list(key) != [table.key]:
+        raise ValueError(f"key must be exactly {{{table.key!r}: <id>}}, got {key!r}")
+    if key[table.key] != stage_id or isinstance(key[table.key], bool):
+        raise ValueError(f"key {table.key}={key[table.key]!r} is not this component's stage_id {stage_id}")
+    values = raw.get("values", {})
+    if not isinstance(values, dict):
+        raise ValueError("values must be an object")
+    for column, value in values.items():
+        kind = table.columns.get(column)
+        if kind is None:
+            raise ValueError(f"unknown column {column!r} for table {raw['table']!r}")
+        problem = check_value(column, kind, value)
+        if problem:
+            raise ValueError(problem)
+    return DbinfoRecord(stage_id=stage_id, table=raw["table"], values=dict(values))
+
+
+def _number(value: object, what: str, *, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
+def _int(value: object, what: str, *, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    return value
+
+
+def parse_result_line(line: str, stage: Stage, components: Mapping[int, int]) -> ComponentResult:
+    rec = json.loads(line)
+    if not isinstance(rec, dict):
+        raise ValueError("a result line must be a JSON object")
+    extra = set(rec) - RESULT_FIELDS
+    if extra:
+        raise ValueError(f"unknown field(s) {sorted(extra)}")
+    index = _int(rec.get("index"), "index")
+    assert index is not None
+    if index not in components:
+        raise ValueError(f"component index {index} is not in this run")
+    stage_id = _int(rec.get("stage_id"), "stage_id")
+    if stage_id != components[index]:
+        raise ValueError(f"index {index} is stage_id {components[index]} in this run, not {stage_id}")
+    exit_code = _int(rec.get("exit"), "exit")
+    assert exit_code is not None
+    phase = rec.get("phase", "command")
+    if phase not in ("command", "post"):
+        raise ValueError(f"phase must be 'command' or 'post', got {phase!r}")
+    host = rec.get("host")
+    if host is not None and not isinstance(host, str):
+        raise ValueError("host must be a string")
+    error = rec.get("error")
+    dbinfo = None
+    if exit_code == 0:
+        dbinfo = validate_dbinfo(rec.get("dbinfo"), stage, stage_id)
+    return ComponentResult(
+        index=index,
+        stage_id=stage_id,
+        rank=_int(rec.get("rank"), "rank", allow_none=True),
+        host=host[:128] if host else None,
+        attempts=_int(rec.get("attempts", 1), "attempts") or 0,
+        exit=exit_code,
+        phase=phase,
+        start=_number(rec.get("start"), "start", allow_none=True),
+        end=_number(rec.get("end"), "end", allow_none=True),
+        error=str(error)[-2000:] if error is not None else None,
+        dbinfo=dbinfo,
+    )
+
+
+def read_results(files: Sequence[Path], stage: Stage, components: Mapping[int, int]) -> dict[int, ComponentResult]:
+    """All result records of a job by component index; DbinfoError names file and line."""
+    out: dict[int, ComponentResult] = {}
+    for path in files:
+        with open(path, encoding="utf-8", errors="strict") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    res = parse_result_line(line, stage, components)
+                except (ValueError, UnicodeDecodeError) as err:  # json errors are ValueErrors
+                    raise DbinfoError(f"{path}:{lineno}: bad record: {err}") from None
+                if res.index in out:
+                    raise DbinfoError(f"{path}:{lineno}: component index {res.index} reported twice")
+                out[res.index] = res
+    return out

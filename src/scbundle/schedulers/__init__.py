@@ -1,0 +1,17 @@
+"""Schedulers: pure command builders and pure parsers of what the scheduler prints."""
+
+from __future__ import annotations
+
+from ..config import Site
+from ..errors import ConfigError
+from .base import JobState, JobStatus, Scheduler, SubmitContext
+from .local import LocalScheduler
+
+
+def scheduler_for(site_name: str, site: Site) -> Scheduler:
+    if site.scheduler == "local":
+        return LocalScheduler()
+    raise ConfigError(f"site {site_name!r}: scheduler {site.scheduler!r} is not supported")
+
+
+__all__ = ["JobState", "JobStatus", "LocalScheduler", "Scheduler", "SubmitContext", "scheduler_for"]

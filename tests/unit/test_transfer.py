@@ -1,0 +1,85 @@
+import io
+import os
+import tarfile
+
+import pytest
+
+from scbundle.errors import UnsafeArchiveError
+from scbundle.transfer import SHA_KEY, extract_returned, write_push_tar
+
+
+def tar_of(*members):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for info, data in members:
+            t.addfile(info, io.BytesIO(data) if data is not None else None)
+    buf.seek(0)
+    return buf
+
+
+def regular(name, data=b"hello", sha=None):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    if sha:
+        info.pax_headers = {SHA_KEY: sha}
+    return info, data
+
+
+def test_returned_files_land_at_their_destinations(tmp_path):
+    dest = {0: tmp_path / "out" / "a.json", 1: tmp_path / "out" / "sub" / "b.json"}
+    got = extract_returned(tar_of(regular("0", b"A"), regular("1", b"BB")), dest, [tmp_path / "out"])
+    assert got.indices == {0, 1} and got.bytes == 3
+    assert (tmp_path / "out" / "sub" / "b.json").read_bytes() == b"BB"
+
+
+@pytest.mark.parametrize("name", ["../evil", "/etc/evil", "2", "0/../../x", "abc"])
+def test_unexpected_member_names_refused(tmp_path, name):
+    dest = {0: tmp_path / "out" / "a"}
+    with pytest.raises(UnsafeArchiveError):
+        extract_returned(tar_of(regular(name)), dest, [tmp_path / "out"])
+    assert not (tmp_path / "evil").exists()
+    assert list(tmp_path.rglob("*")) == [] or all(p.is_dir() for p in tmp_path.rglob("*"))
+
+
+def test_symlink_member_refused(tmp_path):
+    link = tarfile.TarInfo("0")
+    link.type = tarfile.SYMTYPE
+    link.linkname = "/etc/passwd"
+    with pytest.raises(UnsafeArchiveError, match="not a regular file"):
+        extract_returned(tar_of((link, None)), {0: tmp_path / "out" / "a"}, [tmp_path / "out"])
+    assert not (tmp_path / "out" / "a").exists()
+
+
+def test_destination_outside_roots_refused_before_anything_is_written(tmp_path):
+    dest = {0: tmp_path / "out" / "ok", 1: tmp_path / "out" / ".." / "escape"}
+    with pytest.raises(UnsafeArchiveError, match="outside"):
+        extract_returned(tar_of(regular("0"), regular("1")), dest, [tmp_path / "out"])
+    assert not (tmp_path / "out" / "ok").exists() and not (tmp_path / "escape").exists()
+
+
+def test_destination_through_symlinked_dir_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "out").mkdir()
+    os.symlink(outside, tmp_path / "out" / "link")
+    with pytest.raises(UnsafeArchiveError, match="resolves outside"):
+        extract_returned(tar_of(regular("0")), {0: tmp_path / "out" / "link" / "f"}, [tmp_path / "out"])
+    assert list(outside.iterdir()) == []
+
+
+def test_checksum_mismatch_refused_and_nothing_left(tmp_path):
+    with pytest.raises(UnsafeArchiveError, match="checksum"):
+        extract_returned(tar_of(regular("0", b"data", sha="0" * 64)), {0: tmp_path / "out" / "f"}, [tmp_path / "out"])
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+
+
+def test_push_tar_carries_checksums(tmp_path):
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"abc")
+    buf = io.BytesIO()
+    write_push_tar(buf, [(str(f), "/remote/root/x.bin")])
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as t:
+        (m,) = t.getmembers()
+    assert m.name == "remote/root/x.bin"
+    assert m.pax_headers[SHA_KEY] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
