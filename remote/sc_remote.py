@@ -1,0 +1,376 @@
+#!/usr/bin/env python3
+"""Validation and transfers on the remote side (Python 3 standard library only).
+
+    python3 sc_remote.py missing --root R [--root R2 ...]   < "path<TAB>size" lines
+    python3 sc_remote.py unpack  --root R [...]             < tar stream
+    python3 sc_remote.py pack    --root R [...]             < paths, one a line  > tar stream
+
+See docs/remote-protocol.md ("sc_remote.py"). Every path must lie under one of the roots
+after resolving '..' and symlinks; anything else is refused with exit 3. Tar streams are
+processed member by member (tarfile stream modes), so large transfers never sit in memory.
+
+Exit codes: 0 done; 3 refusal, malformed input or checksum/size mismatch; 2 an operating
+system error (disk full, permission denied, broken pipe...).
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import stat
+import sys
+import tarfile
+
+SHA_HEADER = "SCBUNDLE.sha256"
+CHUNK = 1 << 20
+EXIT_REFUSED = 3
+EXIT_OS = 2
+
+
+class Refused(Exception):
+    """A path, member or stream the contract refuses (exit 3)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Root confinement
+
+
+def real_roots(roots) -> "list[str]":
+    return [os.path.realpath(r) for r in roots]
+
+
+def _inside(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:
+        return False
+
+
+def within_roots(path, roots) -> bool:
+    """True if the absolute `path` lies under one of `roots` once '..' and symlinks are
+    resolved: the real path of its parent directory joined with its last component, and
+    (when it is itself a symlink) the real path of its target, must both be inside.
+    """
+    if not isinstance(path, str) or not path or "\0" in path or not os.path.isabs(path):
+        return False
+    rroots = real_roots(roots)
+    stripped = path.rstrip("/") or "/"
+    parent, base = os.path.split(stripped)
+    if base in ("", ".", ".."):
+        candidate = os.path.realpath(stripped)
+    else:
+        candidate = os.path.join(os.path.realpath(parent), base)
+    resolved = os.path.realpath(candidate)
+    return any(_inside(candidate, r) and _inside(resolved, r) for r in rroots)
+
+
+def check_path(path, roots) -> None:
+    if not within_roots(path, roots):
+        raise Refused("path %r is not under any --root (%s)"
+                      % (path, ", ".join(roots)))
+
+
+# ---------------------------------------------------------------------------------------
+# Input helpers
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def read_lines(stream) -> "list[str]":
+    """stdin as lines split on '\\n' only (a path may hold any other character)."""
+    lines = _decode(stream.read()).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+# ---------------------------------------------------------------------------------------
+# missing
+
+
+def parse_missing_input(lines, roots) -> "list[tuple[str, int, str]]":
+    out = []
+    for n, line in enumerate(lines):
+        if line == "":
+            continue
+        path, sep, size = line.rpartition("\t")
+        if not sep or not size.isascii() or not size.isdigit():
+            raise Refused("input line %d is not 'remote_path<TAB>size': %r" % (n + 1, line))
+        check_path(path, roots)
+        out.append((path, int(size), line))
+    return out
+
+
+def is_missing(path: str, size: int) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return True
+    return not stat.S_ISREG(st.st_mode) or st.st_size != size
+
+
+def cmd_missing(args) -> int:
+    entries = parse_missing_input(read_lines(sys.stdin.buffer), real_roots(args.root))
+    out = sys.stdout.buffer
+    for path, size, line in entries:
+        if is_missing(path, size):
+            out.write(_encode(line) + b"\n")
+    out.flush()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# unpack
+
+
+def member_path(member, roots) -> str:
+    """The absolute destination of a tar member, or Refused."""
+    name = member.name
+    if not name or "\0" in name:
+        raise Refused("tar member with an empty or invalid name")
+    if name.startswith("/"):
+        raise Refused("tar member %r has an absolute name (the leading '/' must be "
+                      "removed)" % name)
+    if ".." in name.split("/"):
+        raise Refused("tar member %r has a '..' component" % name)
+    path = os.path.normpath("/" + name)
+    if member.isdir():
+        pass
+    elif member.isreg():
+        pass
+    elif member.issym():
+        raise Refused("tar member %r is a symbolic link (to %r)" % (name, member.linkname))
+    elif member.islnk():
+        raise Refused("tar member %r is a hard link (to %r)" % (name, member.linkname))
+    elif member.ischr() or member.isblk():
+        raise Refused("tar member %r is a device" % name)
+    elif member.isfifo():
+        raise Refused("tar member %r is a fifo" % name)
+    else:
+        raise Refused("tar member %r has unsupported type %r" % (name, member.type))
+    if path == "/" or not within_roots(path, roots):
+        raise Refused("tar member %r (%s) is not under any --root (%s)"
+                      % (name, path, ", ".join(roots)))
+    return path
+
+
+def make_dirs(path, roots, made=None) -> None:
+    """Create a directory (and its parents) under the roots; `made` caches the
+    directories already created and checked by this process."""
+    if made is not None and path in made:
+        return
+    os.makedirs(path, exist_ok=True)
+    if not os.path.isdir(path) or not within_roots(path, roots):
+        raise Refused("directory %r resolves outside the roots" % path)
+    if made is not None:
+        made.add(path)
+
+
+def _open_part(part: str, mode: int) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) \
+        | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(part, flags, mode)
+    except FileExistsError:
+        # Our own name: a leftover of an earlier process that had the same pid.
+        os.unlink(part)
+        return os.open(part, flags, mode)
+
+
+def unpack_file(tf, member, path, roots, made=None) -> int:
+    """Write one regular member through <path>.part.<pid>; returns its size."""
+    make_dirs(os.path.dirname(path), roots, made)
+    if not within_roots(path, roots):
+        raise Refused("tar member %r resolves outside the roots" % member.name)
+    if os.path.isdir(path) and not os.path.islink(path):
+        raise Refused("tar member %r: %s is a directory" % (member.name, path))
+    part = "%s.part.%d" % (path, os.getpid())
+    expected = member.pax_headers.get(SHA_HEADER)
+    mode = (member.mode & 0o755) | 0o600
+    fd = _open_part(part, mode)
+    done = False
+    try:
+        h = hashlib.sha256()
+        n = 0
+        src = tf.extractfile(member)
+        with os.fdopen(fd, "wb") as dst:
+            while True:
+                chunk = src.read(CHUNK)
+                if not chunk:
+                    break
+                h.update(chunk)
+                dst.write(chunk)
+                n += len(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+        if n != member.size:
+            raise Refused("tar member %r: got %d bytes, header says %d"
+                          % (member.name, n, member.size))
+        if expected is not None and h.hexdigest() != expected.strip().lower():
+            raise Refused("tar member %r: sha256 mismatch (header %s, data %s)"
+                          % (member.name, expected, h.hexdigest()))
+        os.replace(part, path)
+        done = True
+    finally:
+        if not done:
+            try:
+                os.unlink(part)
+            except OSError:
+                pass
+    return n
+
+
+def cmd_unpack(args) -> int:
+    roots = real_roots(args.root)
+    made = set()
+    stdin = sys.stdin.buffer
+    files = total = 0
+    peek = getattr(stdin, "peek", None)
+    if peek is not None and not peek(1):
+        print(json.dumps({"files": 0, "bytes": 0}))  # an empty stream carries nothing
+        return 0
+    try:
+        tf = tarfile.open(fileobj=stdin, mode="r|", encoding="utf-8",
+                          errors="surrogateescape")
+    except tarfile.TarError as e:
+        raise Refused("stdin is not a tar stream: %s" % e)
+    with tf:
+        members = iter(tf)
+        while True:
+            try:
+                member = next(members)
+            except StopIteration:
+                break
+            except tarfile.TarError as e:
+                raise Refused("bad tar stream after %d files: %s" % (files, e))
+            del tf.members[:]  # stream mode: keep memory flat over many members
+            path = member_path(member, roots)
+            if member.isdir():
+                make_dirs(path, roots, made)
+                continue
+            try:
+                total += unpack_file(tf, member, path, roots, made)
+            except tarfile.TarError as e:
+                raise Refused("tar member %r is cut short: %s" % (member.name, e))
+            files += 1
+    print(json.dumps({"files": files, "bytes": total}))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# pack
+
+
+class _HashingReader:
+    """A file wrapper that hashes what tarfile reads through it."""
+
+    def __init__(self, f):
+        self.f = f
+        self.h = hashlib.sha256()
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        self.h.update(data)
+        return data
+
+
+def cmd_pack(args) -> int:
+    roots = real_roots(args.root)
+    paths = read_lines(sys.stdin.buffer)
+    for path in paths:
+        check_path(path, roots)
+    out = sys.stdout.buffer
+    tf = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8")
+    with tf:
+        for i, path in enumerate(paths):
+            try:
+                # O_NONBLOCK: opening a fifo must not hang (it is skipped just below)
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as e:
+                sys.stderr.write("sc_remote.py pack: skipping %r: %s\n" % (path, e))
+                continue
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                continue  # a directory, fifo, device...: not a file to bring back
+            with os.fdopen(fd, "rb") as f:
+                h = hashlib.sha256()
+                size = 0
+                while True:
+                    chunk = f.read(CHUNK)
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    size += len(chunk)
+                f.seek(0)
+                info = tarfile.TarInfo(str(i))
+                info.size = size
+                info.mtime = int(st.st_mtime)
+                info.mode = 0o644
+                info.type = tarfile.REGTYPE
+                info.pax_headers = {SHA_HEADER: h.hexdigest()}
+                reader = _HashingReader(f)
+                tf.addfile(info, reader)
+                if reader.h.hexdigest() != h.hexdigest():
+                    raise OSError("%r changed while it was being packed" % path)
+    out.flush()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        sys.stderr.write("%s: error: %s\n" % (self.prog, message))
+        sys.exit(EXIT_REFUSED)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sc_remote.py", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", metavar="{missing,unpack,pack}", parser_class=_Parser)
+    sub.required = True
+    for name, func, text in (
+        ("missing", cmd_missing, "print the 'path<TAB>size' lines whose file is absent "
+                                 "or has another size"),
+        ("unpack", cmd_unpack, "write a tar stream from stdin under the roots"),
+        ("pack", cmd_pack, "write the files named on stdin as a tar stream"),
+    ):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("--root", action="append", required=True, metavar="DIR",
+                        help="a directory every path must lie under (repeatable)")
+        sp.set_defaults(func=func)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Refused as e:
+        sys.stderr.write("sc_remote.py %s: refused: %s\n" % (args.cmd, e))
+        return EXIT_REFUSED
+    except BrokenPipeError:
+        try:  # nothing more can be written; keep the interpreter's final flush quiet
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        sys.stderr.write("sc_remote.py %s: broken pipe\n" % args.cmd)
+        return EXIT_OS
+    except OSError as e:
+        sys.stderr.write("sc_remote.py %s: %s\n" % (args.cmd, e))
+        return EXIT_OS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,555 @@
+#!/usr/bin/env python3
+"""Run a bundle's commands on the remote side (Python 3 standard library only).
+
+    python3 sc_runner.py pre RUN
+    python3 sc_runner.py run RUN --rank R --offset K --ids SPEC
+    python3 sc_runner.py summarize RUN
+
+See docs/remote-protocol.md ("sc_runner.py") for the contract. Commands are never run
+through a shell: each line of a .cmds file is split with shlex.split and run as an argv,
+with stdin from /dev/null and the run directory as working directory.
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+# How much of a failing program's stderr is kept in a record (bytes, from the end).
+TAIL_BYTES = 2000
+# A post command's stdout is one small JSON object; more than this is not read.
+POST_STDOUT_LIMIT = 16 * 1024 * 1024
+# Largest number of indices one SPEC may name (guards against "0-999999999999").
+MAX_SPEC_INDICES = 10_000_000
+# Exit codes recorded when a command cannot be started at all (as a POSIX shell does).
+EXIT_NOT_FOUND = 127
+EXIT_CANNOT_EXECUTE = 126
+EXIT_BAD_LINE = 2
+
+_NUM = re.compile(r"[0-9]+\Z")
+_RANGE = re.compile(r"([0-9]+)-([0-9]+)\Z")
+
+
+class RunDirError(Exception):
+    """The run directory cannot be used at all (exit 2)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def parse_ids(spec: str) -> "list[int]":
+    """Parse a SPEC such as ``"0,5-9,12"`` into indices, in order.
+
+    Items are non-negative decimal integers or inclusive ranges ``a-b`` with ``a <= b``,
+    separated by commas; blanks around an item are allowed. Empty items, signs, reversed
+    ranges, duplicates and an empty SPEC raise ValueError.
+    """
+    if not isinstance(spec, str):
+        raise ValueError("SPEC must be a string")
+    if not spec.strip():
+        raise ValueError("empty SPEC")
+    out = []
+    seen = set()
+    for raw in spec.split(","):
+        item = raw.strip()
+        m = _RANGE.match(item)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo:
+                raise ValueError("reversed range %r in SPEC" % item)
+            if hi - lo + 1 + len(out) > MAX_SPEC_INDICES:
+                raise ValueError("SPEC names more than %d indices" % MAX_SPEC_INDICES)
+            values = range(lo, hi + 1)
+        elif _NUM.match(item):
+            values = (int(item),)
+        else:
+            raise ValueError("bad item %r in SPEC %r" % (item, spec))
+        for v in values:
+            if v in seen:
+                raise ValueError("index %d appears twice in SPEC" % v)
+            seen.add(v)
+            out.append(v)
+        if len(out) > MAX_SPEC_INDICES:
+            raise ValueError("SPEC names more than %d indices" % MAX_SPEC_INDICES)
+    return out
+
+
+def split_lines(text: str) -> "list[str]":
+    """Split a .cmds file into lines on '\\n' only.
+
+    str.splitlines() would also split on '\\r', '\\x0b', '\\x1c', '\\u2028', ... which may
+    legitimately appear inside a quoted argument.
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def mkdir_dirs(argv: "list[str]"):
+    """The directories of a line that is exactly ``mkdir -p DIR...``, else None.
+
+    Lines with any other option (or a directory name starting with '-') go to the real
+    mkdir, so the in-process fast path never changes a line's meaning.
+    """
+    if len(argv) < 3 or argv[0] != "mkdir" or argv[1] != "-p":
+        return None
+    dirs = argv[2:]
+    if any(d == "" or d.startswith("-") for d in dirs):
+        return None
+    return dirs
+
+
+def median(values):
+    s = sorted(values)
+    n = len(s)
+    if n == 0:
+        return None
+    mid = n // 2
+    return s[mid] if n % 2 else (s[mid - 1] + s[mid]) / 2.0
+
+
+def _reject_constant(name):
+    raise ValueError("non-standard JSON constant %s" % name)
+
+
+def parse_dbinfo(data: bytes) -> dict:
+    """A post command's stdout as exactly one JSON object (ValueError otherwise)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError("post stdout is not UTF-8: %s" % e)
+    if not text.strip():
+        raise ValueError("post stdout is empty, expected one JSON object")
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as e:
+        raise ValueError("post stdout is not one JSON object: %s" % e)
+    if not isinstance(obj, dict):
+        raise ValueError("post stdout is JSON %s, not an object" % type(obj).__name__)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------
+# Files of the run directory
+
+
+def _read_text(path: str) -> str:
+    with open(path, "r", encoding="utf-8", errors="surrogateescape", newline="") as f:
+        return f.read()
+
+
+def check_run_dir(run: str) -> None:
+    if not os.path.isdir(run):
+        raise RunDirError("run directory %s does not exist or is not a directory" % run)
+
+
+def load_cmds(run: str, name: str) -> "list[str]":
+    path = os.path.join(run, name)
+    try:
+        return split_lines(_read_text(path))
+    except OSError as e:
+        raise RunDirError("cannot read %s: %s" % (path, e.strerror or e))
+
+
+def load_bundle(run: str) -> dict:
+    path = os.path.join(run, "bundle.json")
+    try:
+        data = json.loads(_read_text(path))
+    except OSError as e:
+        raise RunDirError("cannot read %s: %s" % (path, e.strerror or e))
+    except ValueError as e:
+        raise RunDirError("%s is not valid JSON: %s" % (path, e))
+    if not isinstance(data, dict):
+        raise RunDirError("%s does not hold a JSON object" % path)
+    n = data.get("n_components")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise RunDirError("%s: n_components must be a non-negative integer" % path)
+    return data
+
+
+def load_stage_ids(run: str) -> dict:
+    """components.tsv as {index: stage_id}; stage_id is an int when it is decimal."""
+    path = os.path.join(run, "components.tsv")
+    out = {}
+    try:
+        text = _read_text(path)
+    except OSError as e:
+        raise RunDirError("cannot read %s: %s" % (path, e.strerror or e))
+    for lineno, line in enumerate(split_lines(text)):
+        if not line.strip():
+            continue
+        parts = line.rstrip("\r").split("\t", 1)
+        if len(parts) != 2 or not _NUM.match(parts[0]):
+            raise RunDirError("%s line %d: expected 'index<TAB>stage_id'" % (path, lineno + 1))
+        sid = parts[1]
+        out[int(parts[0])] = int(sid) if _NUM.match(sid) else sid
+    return out
+
+
+def write_json_atomic(path: str, obj) -> None:
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# ---------------------------------------------------------------------------------------
+# Running one argv
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+
+
+def _tail(f) -> str:
+    """The last TAIL_BYTES of an open binary temp file, decoded."""
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(max(0, size - TAIL_BYTES))
+    data = f.read()
+    return data.decode("utf-8", "replace").strip()
+
+
+def _copy_to_log(src, log) -> None:
+    src.seek(0)
+    last = b"\n"
+    while True:
+        chunk = src.read(1 << 20)
+        if not chunk:
+            break
+        log.write(chunk)
+        last = chunk[-1:]
+    if last != b"\n":
+        log.write(b"\n")
+
+
+def run_argv(argv, log, cwd, header, capture_stdout=False):
+    """Run argv (no shell), appending its output to the binary log file `log`.
+
+    Returns (exit_code, stdout_bytes_or_None, stderr_tail). stdout goes straight to the
+    log unless capture_stdout (then it is read back, up to POST_STDOUT_LIMIT, and also
+    copied to the log). stderr is kept apart so a failure carries its own tail, then
+    appended to the log after the program ends.
+    """
+    log.write(("=== %s %s\n" % (_stamp(), header)).encode("utf-8", "surrogateescape"))
+    log.flush()
+    t0 = time.time()
+    out_data = None
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out if capture_stdout else log,
+                stderr=err,
+                cwd=cwd,
+            )
+            code = proc.returncode
+            tail = None
+        except FileNotFoundError as e:
+            code, tail = EXIT_NOT_FOUND, "cannot run %s: %s" % (argv[0], e.strerror or e)
+        except PermissionError as e:
+            code, tail = EXIT_CANNOT_EXECUTE, "cannot run %s: %s" % (argv[0], e.strerror or e)
+        except (OSError, ValueError) as e:  # ValueError: embedded NUL byte
+            code, tail = EXIT_CANNOT_EXECUTE, "cannot run %s: %s" % (argv[0], e)
+        if capture_stdout:
+            out.seek(0)
+            out_data = out.read(POST_STDOUT_LIMIT + 1)
+            _copy_to_log(out, log)
+        if os.fstat(err.fileno()).st_size:
+            log.write(b"--- stderr ---\n")
+            _copy_to_log(err, log)
+            if tail is None:
+                tail = _tail(err)
+        elif tail:  # the program could not be started
+            log.write(("--- %s\n" % tail).encode("utf-8", "surrogateescape"))
+    log.write(("=== exit %d after %.3fs\n" % (code, time.time() - t0)).encode())
+    log.flush()
+    return code, out_data, (tail or "")
+
+
+def run_line(line, log, cwd, header, capture_stdout=False):
+    """Split one .cmds line and run it; a line that does not split is exit 2."""
+    try:
+        argv = shlex.split(line)
+    except ValueError as e:
+        msg = "cannot split command line: %s" % e
+        log.write(("=== %s %s\n--- %s\n" % (_stamp(), header, msg)).encode(
+            "utf-8", "surrogateescape"))
+        log.flush()
+        return EXIT_BAD_LINE, None, msg
+    if not argv:
+        msg = "empty command line"
+        log.write(("=== %s %s\n--- %s\n" % (_stamp(), header, msg)).encode())
+        log.flush()
+        return EXIT_BAD_LINE, None, msg
+    return run_argv(argv, log, cwd, header + ": " + line, capture_stdout)
+
+
+# ---------------------------------------------------------------------------------------
+# Subcommands
+
+
+def cmd_pre(args) -> int:
+    run = os.path.abspath(args.run)
+    check_run_dir(run)
+    lines = load_cmds(run, "pre.cmds")
+    results = os.path.join(run, "results")
+    logs = os.path.join(run, "logs")
+    try:
+        os.makedirs(results, exist_ok=True)
+        os.makedirs(logs, exist_ok=True)
+    except OSError as e:
+        raise RunDirError("cannot create results/logs in %s: %s" % (run, e))
+    t0 = time.time()
+    failed = []
+    n = 0
+    with open(os.path.join(logs, "pre.log"), "ab") as log:
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            n += 1
+            try:
+                argv = shlex.split(line)
+            except ValueError:
+                argv = None
+            dirs = mkdir_dirs(argv) if argv else None
+            if dirs is not None:
+                errors = []
+                for d in dirs:
+                    try:
+                        os.makedirs(os.path.join(run, d), exist_ok=True)
+                    except OSError as e:
+                        errors.append("mkdir: cannot create directory %r: %s"
+                                      % (d, e.strerror or e))
+                if errors:
+                    text = "\n".join(errors)
+                    log.write(("=== %s pre line %d: %s\n%s\n=== exit 1\n"
+                               % (_stamp(), i, line, text)).encode("utf-8", "surrogateescape"))
+                    failed.append({"line": i, "exit": 1, "stderr": text[-TAIL_BYTES:]})
+                continue
+            code, _, tail = run_line(line, log, run, "pre line %d" % i)
+            if code != 0:
+                failed.append({"line": i, "exit": code, "stderr": tail})
+        log.flush()
+    summary = {"n": n, "failed": failed, "seconds": round(time.time() - t0, 6)}
+    try:
+        write_json_atomic(os.path.join(results, "pre.json"), summary)
+    except OSError as e:
+        raise RunDirError("cannot write %s: %s" % (os.path.join(results, "pre.json"), e))
+    return 0
+
+
+def cmd_run(args) -> int:
+    run = os.path.abspath(args.run)
+    if args.rank < 0 or args.offset < 0:
+        raise RunDirError("--rank and --offset must be non-negative")
+    grank = args.offset + args.rank
+    check_run_dir(run)
+    results = os.path.join(run, "results")
+    logs = os.path.join(run, "logs")
+    try:
+        os.makedirs(results, exist_ok=True)
+        os.makedirs(logs, exist_ok=True)
+        # Truncated first thing: a re-run job never duplicates (or keeps stale) records.
+        res = open(os.path.join(results, "rank-%05d.jsonl" % grank), "w", encoding="utf-8")
+    except OSError as e:
+        raise RunDirError("cannot open the results of rank %d in %s: %s" % (grank, run, e))
+    with res:
+        try:
+            ids = parse_ids(args.ids)
+        except ValueError as e:
+            raise RunDirError("bad --ids: %s" % e)
+        commands = load_cmds(run, "commands.cmds")
+        posts = load_cmds(run, "post.cmds")
+        stage_ids = load_stage_ids(run)
+        bad = [i for i in ids if i >= len(commands)]
+        if bad:
+            raise RunDirError("--ids names component %d but commands.cmds has %d lines"
+                              % (bad[0], len(commands)))
+        host = socket.gethostname()
+        try:
+            log = open(os.path.join(logs, "rank-%05d.log" % grank), "ab")
+        except OSError as e:
+            raise RunDirError("cannot open the log of rank %d: %s" % (grank, e))
+        with log:
+            for i in ids:
+                rec = run_component(run, i, commands[i], posts[i] if i < len(posts) else "",
+                                    stage_ids.get(i), grank, host, log)
+                res.write(json.dumps(rec, sort_keys=True) + "\n")
+                res.flush()
+    return 0
+
+
+def run_component(run, i, command, post, stage_id, grank, host, log) -> dict:
+    start = time.time()
+    attempts = 0
+    code, error = 0, None
+    for attempt in (1, 2):
+        attempts = attempt
+        code, _, tail = run_line(command, log, run, "index %d stage_id %s attempt %d command"
+                                 % (i, stage_id, attempt))
+        if code == 0:
+            break
+        error = tail or ("exit code %d" % code)
+    phase = "command"
+    dbinfo = None
+    if code == 0:
+        error = None
+        if post.strip():
+            phase = "post"
+            pcode, out, tail = run_line(post, log, run, "index %d stage_id %s post"
+                                        % (i, stage_id), capture_stdout=True)
+            if pcode != 0:
+                code, error = pcode, tail or ("post exit code %d" % pcode)
+            elif out is not None and len(out) > POST_STDOUT_LIMIT:
+                code, error = 1, "post stdout is larger than %d bytes" % POST_STDOUT_LIMIT
+            else:
+                try:
+                    dbinfo = parse_dbinfo(out or b"")
+                except ValueError as e:
+                    code, error = 1, str(e)
+                    log.write(("--- %s\n" % e).encode("utf-8", "replace"))
+                    log.flush()
+            if code == 0:
+                phase = "command"  # "post" only marks a post failure
+    return {
+        "index": i,
+        "stage_id": stage_id,
+        "rank": grank,
+        "host": host,
+        "attempts": attempts,
+        "exit": code,
+        "phase": phase,
+        "start": start,
+        "end": time.time(),
+        "dbinfo": dbinfo,
+        "error": error,
+    }
+
+
+def _read_records(results_dir):
+    """Every well-formed record of results/rank-*.jsonl, and the number of rank files."""
+    try:
+        names = sorted(n for n in os.listdir(results_dir)
+                       if re.match(r"rank-[0-9]+\.jsonl\Z", n))
+    except FileNotFoundError:
+        return [], 0
+    records = []
+    for name in names:
+        try:
+            text = _read_text(os.path.join(results_dir, name))
+        except OSError:
+            continue
+        for line in split_lines(text):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # e.g. a last line cut short by a node failure
+            if isinstance(rec, dict):
+                records.append(rec)
+    return records, len(names)
+
+
+def _num(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def summarize(run: str) -> dict:
+    bundle = load_bundle(run)
+    n = bundle["n_components"]
+    records, nranks = _read_records(os.path.join(run, "results"))
+    best = {}
+    for rec in records:
+        i = rec.get("index")
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n:
+            continue
+        good = rec.get("exit") == 0
+        prev = best.get(i)
+        # A good record wins over a failed one; otherwise the later record wins.
+        if prev is None or good or prev.get("exit") != 0:
+            best[i] = rec
+    n_good = sum(1 for r in best.values() if r.get("exit") == 0)
+    starts = [r["start"] for r in best.values() if _num(r.get("start"))]
+    ends = [r["end"] for r in best.values() if _num(r.get("end"))]
+    secs = [r["end"] - r["start"] for r in best.values()
+            if _num(r.get("start")) and _num(r.get("end"))]
+    return {
+        "remote_id": bundle.get("remote_id"),
+        "job_name": bundle.get("job_name"),
+        "n_components": n,
+        "n_good": n_good,
+        "n_failed": len(best) - n_good,
+        "n_missing": n - len(best),
+        "missing": [i for i in range(n) if i not in best],
+        "failed": sorted(i for i, r in best.items() if r.get("exit") != 0),
+        "started": min(starts) if starts else None,
+        "ended": max(ends) if ends else None,
+        "ranks": nranks,
+        "command_seconds": {
+            "mean": (sum(secs) / len(secs)) if secs else None,
+            "median": median(secs),
+            "max": max(secs) if secs else None,
+        },
+    }
+
+
+def cmd_summarize(args) -> int:
+    run = os.path.abspath(args.run)
+    check_run_dir(run)
+    summary = summarize(run)
+    try:
+        write_json_atomic(os.path.join(run, "summary.json"), summary)
+    except OSError as e:
+        raise RunDirError("cannot write %s: %s" % (os.path.join(run, "summary.json"), e))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sc_runner.py", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", metavar="{pre,run,summarize}")
+    sub.required = True
+    sp = sub.add_parser("pre", help="run pre.cmds (mkdir -p lines in-process)")
+    sp.add_argument("run", metavar="RUN")
+    sp.set_defaults(func=cmd_pre)
+    sp = sub.add_parser("run", help="run the components SPEC as global rank K+R")
+    sp.add_argument("run", metavar="RUN")
+    sp.add_argument("--rank", type=int, required=True, metavar="R")
+    sp.add_argument("--offset", type=int, required=True, metavar="K")
+    sp.add_argument("--ids", required=True, metavar="SPEC")
+    sp.set_defaults(func=cmd_run)
+    sp = sub.add_parser("summarize", help="write summary.json from the results")
+    sp.add_argument("run", metavar="RUN")
+    sp.set_defaults(func=cmd_summarize)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RunDirError as e:
+        sys.stderr.write("sc_runner.py %s: %s\n" % (args.cmd, e))
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
