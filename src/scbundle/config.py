@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
@@ -141,6 +142,7 @@ def embedded_default(home: Path | None = None) -> dict:
                 "max_nodes": 1,
                 "fill_factor": 0.8,
                 "max_walltime": "12:00:00",
+                "python": sys.executable or "python3",  # the "remote" side is this machine
             }
         },
         # the demo's chips are 64x64 pixels: ~0.05 s each, one thread

@@ -70,7 +70,7 @@ def seed_demo(app: App, n_images: int, *, site: str | None = None, seed: int = 1
         for e in range(n_exp):
             exp_id = first_exp + e
             name = f"o{5300 + exp_id // 1000}g{exp_id % 1000:04d}o"
-            f = FILTERS[exp_id % len(FILTERS)]
+            f = FILTERS[((exp_id - 1) // 4) % len(FILTERS)]  # a filter for 4 exposures in a row
             exposures.append({"exp_id": exp_id, "exp_name": name, "filter": f, "dateobs": t0 + timedelta(minutes=exp_id)})
             for cid in CLASS_IDS:
                 if made >= n_images:

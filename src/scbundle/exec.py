@@ -19,6 +19,7 @@ from .app import App, select_runs
 from .bundle.build import remote_run_dir
 from .db.models import RemoteComponent, RemoteRun
 from .errors import CommandError, LinkDownError, ScbundleError
+from .failpoints import failpoint
 from .link import Transport
 from .resources import remote_dir, remote_files
 from .schedulers.base import SubmitContext
@@ -113,8 +114,10 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True) -> Executed:
                 t.stream_in([py, f"{tools}/sc_remote.py", "unpack", *roots], lambda out: write_push_tar(out, to_push, on_file=lambda n: bar.advance(task, n)))
         else:
             t.stream_in([py, f"{tools}/sc_remote.py", "unpack", *roots], lambda out: write_push_tar(out, to_push))
+    failpoint("exec.pushed")
     done = t.run(sched.submit_argv(ctx))
     job_id = sched.parse_submit(done.text)
+    failpoint("exec.submitted")
     return Executed(run.remote_id, job_id, len(to_push), nbytes, t.invocations)
 
 

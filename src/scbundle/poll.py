@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from .app import App, get_run, select_runs, utcnow
 from .db.models import RemoteComponent, RemoteRun
 from .errors import DbinfoError, LinkDownError, ScbundleError
+from .failpoints import failpoint
 from .exec import remote_roots_args, submit_context
 from .pathmap import PathMap
 from .replay import ComponentResult, read_results
@@ -166,6 +167,7 @@ def poll_run(app: App, run: RemoteRun) -> Polled:
             r.last_poll = utcnow()
         return Polled(run.remote_id, job.state, run.state)
     returned, products_back = pull_results(app, run)
+    failpoint("poll.pulled")
     path_base = Path(run.path_base or "")
     exit_file = returned / "job.exit"
     job_exit = int(exit_file.read_text().strip()) if exit_file.is_file() and exit_file.read_text().strip().lstrip("-").isdigit() else None

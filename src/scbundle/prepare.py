@@ -12,6 +12,7 @@ from .bundle.allocation import resource_request
 from .bundle.build import BundlePlan, assemble, job_name, remote_run_dir, write_bundle
 from .db.models import RemoteComponent, RemoteRun
 from .errors import BundleError, StateError
+from .failpoints import failpoint
 from .stages.base import ComponentSpec, MissingInput
 from .states import ComponentState, Fault, RunState
 
@@ -82,6 +83,7 @@ def prepare(app: App, *, remote_id: int, stage: str | None = None) -> Prepared:
             raise
         n_configs = sum(1 for k in files if k.startswith("multiprog/"))
         write_bundle(path_base, files)
+    failpoint("prepare.written")
 
     built_comps = [c for c, b in zip(comps, built, strict=True) if isinstance(b, ComponentSpec)]
     good_ids = {c.id: i for i, c in enumerate(built_comps)}

@@ -96,8 +96,8 @@ class ChipStage(Stage):
                     stage_id=sid,
                     inputs=(Requirement(raw, raw_r, size_of(raw) or 0), Requirement(flat, flat_r, size_of(flat) or 0)),
                     out_dirs=(posixpath.dirname(proc_r),),
-                    command=(py, chip_py, "process", "--raw", raw_r, "--detrend", flat_r, "--out", proc_r, "--stats", stats_r),
-                    post=(py, chip_py, "dbinfo", "--stats", stats_r, "--imfile-id", str(sid)),
+                    command=(py, "-S", chip_py, "process", "--raw", raw_r, "--detrend", flat_r, "--out", proc_r, "--stats", stats_r),
+                    post=(py, "-S", chip_py, "dbinfo", "--stats", stats_r, "--imfile-id", str(sid)),
                     products=((stats_r, stats_l),),
                     cost=self.cost_seconds * npix / typical,
                 )

@@ -1,0 +1,50 @@
+"""Shared fixtures: a scbundle home on the embedded `local` site, and the real command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class Cli:
+    home: Path
+    env: dict[str, str]
+
+    def __call__(self, *args: str, check: bool = True, failpoint: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        env = dict(self.env)
+        if failpoint:
+            env["SCBUNDLE_FAILPOINT"] = failpoint
+        p = subprocess.run(
+            [sys.executable, "-m", "scbundle.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(f"scbundle {' '.join(args)} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+        return p
+
+    def json(self, *args: str) -> object:
+        return json.loads(self(*args, "--json").stdout)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "scbundle.db"
+
+    @property
+    def site_root(self) -> Path:
+        return self.home / "site-local"
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCBUNDLE_")}
+    env.update(SCBUNDLE_HOME=str(home), SCBUNDLE_CONFIG=str(tmp_path / "absent-config.toml"), COLUMNS="160")
+    env.pop("SCBUNDLE_CONFIG")  # the embedded default: no config file at all
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")  # never read the user's real config
+    return Cli(home, env)
