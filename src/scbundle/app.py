@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ def utcnow() -> datetime:
 class App:
     config: Config
     db: Database
-    console: Console = field(default_factory=lambda: Console(stderr=False))
+    console: Console = field(default_factory=lambda: Console(width=None if sys.stdout.isatty() else 160))
 
     def site(self, name: str) -> Site:
         return self.config.site(name)

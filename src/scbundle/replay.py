@@ -123,15 +123,18 @@ def read_results(files: Sequence[Path], stage: Stage, components: Mapping[int, i
     """All result records of a job by component index; DbinfoError names file and line."""
     out: dict[int, ComponentResult] = {}
     for path in files:
-        with open(path, encoding="utf-8", errors="strict") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    res = parse_result_line(line, stage, components)
-                except (ValueError, UnicodeDecodeError) as err:  # json errors are ValueErrors
-                    raise DbinfoError(f"{path}:{lineno}: bad record: {err}") from None
-                if res.index in out:
-                    raise DbinfoError(f"{path}:{lineno}: component index {res.index} reported twice")
-                out[res.index] = res
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DbinfoError(f"{path}: not UTF-8 text: {err}") from None
+        for lineno, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                res = parse_result_line(line, stage, components)
+            except ValueError as err:  # json errors are ValueErrors
+                raise DbinfoError(f"{path}:{lineno}: bad record: {err}") from None
+            if res.index in out:
+                raise DbinfoError(f"{path}:{lineno}: component index {res.index} reported twice")
+            out[res.index] = res
     return out

@@ -64,6 +64,10 @@ def assemble(specs: Sequence[ComponentSpec], request: ResourceRequest, plan: Bun
                 raise BundleError(f"remote path {r.remote} is wanted from two local files: {seen[0]} and {r.local}")
             reqs[r.remote] = (r.local, r.remote, r.size)
     out_dirs = sorted({d for spec in specs for d in spec.out_dirs})
+    for spec in specs:
+        for word in (*spec.command, *spec.post, *spec.out_dirs):
+            if "\n" in word or "\r" in word or "\0" in word:
+                raise BundleError(f"stage_id {spec.stage_id}: argument {word!r} holds a newline or NUL", remote_id=plan.remote_id)
 
     env = environment()
     line_t = env.get_template("srun/line.j2")

@@ -1,7 +1,7 @@
 """Dealing components to ranks and packing srun --multi-prog configs under Slurm's limits.
 
 Facts (Slurm 22.05, src/srun/libsrun/multi_prog.c): a config over 60000 bytes is refused,
-a line of 16382 characters or more is refused, at most 128 arguments a line, %t is not
+a line of 16382 characters or more is refused, at most 127 words a line (slurmstepd's argv has 128 slots, one for the terminator), %t is not
 substituted inside single quotes, single quotes group words, double quotes do not.
 """
 
@@ -15,7 +15,7 @@ from ..errors import BundleError
 
 MAX_CONFIG_BYTES = 60000
 MAX_LINE_CHARS = 16381  # a line of 16382 characters or more is refused
-MAX_ARGS = 128
+MAX_ARGS = 127  # argv has 128 slots with its terminator; Slurm silently drops the rest
 
 
 def deal_by_cost(costs: Sequence[float], nranks: int) -> list[list[int]]:
