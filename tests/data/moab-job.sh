@@ -1,0 +1,25 @@
+#!/bin/bash
+#MSUB -N scb-chip-7-a1
+#MSUB -l nodes=1:ppn=24,walltime=2:00:00
+#MSUB -j oe
+#MSUB -o /perm/runs/chip.7.a1/job.out
+# scbundle remote_id 7 stage chip attempt 1: 9 components on 3 ranks
+# ---- scbundle job body: pre phase, multi-prog steps, summary, exit marker ----
+set -u
+RUN=/perm/runs/chip.7.a1
+TOOLS=/perm/tools/x
+PY=python3
+cd "$RUN" || exit 2
+rm -f job.exit summary.json
+trap 'rc=$?; echo "$rc" > "$RUN/job.exit.tmp" && mv -f "$RUN/job.exit.tmp" "$RUN/job.exit"' EXIT
+echo "scbundle job scb-chip-7-a1 remote_id 7 starts $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
+"$PY" -S "$TOOLS/sc_runner.py" pre "$RUN" || exit $?
+pids=()
+srun -n 3 -c 2 --exact -l --multi-prog multiprog/part-000.conf &
+pids+=($!)
+rc=0
+for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
+"$PY" -S "$TOOLS/sc_runner.py" summarize "$RUN" || rc=$?
+echo "scbundle job scb-chip-7-a1 ends $(date -u +%Y-%m-%dT%H:%M:%SZ) rc=$rc"
+exit $rc
+
