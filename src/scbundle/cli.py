@@ -147,9 +147,11 @@ def exec_cmd(c: Ctx, remote_id: int | None, label: str | None, as_json: bool) ->
     """Ship pending bundles, push only missing inputs, submit: pending -> run."""
     from .exec import exec_runs
 
-    res = exec_runs(c.app(), remote_id=remote_id, label=label, progress=not as_json)
+    rep = exec_runs(c.app(), remote_id=remote_id, label=label, progress=not as_json)
+    res = rep.results
     if as_json:
         emit_json([asdict(r) for r in res])
+    _report_skip_and_auth(rep)
     for r in res if not as_json else []:
         if r.error:
             click.echo(f"remote_id {r.remote_id}: exec failed, run -> error: {r.error}", err=True)
@@ -157,6 +159,19 @@ def exec_cmd(c: Ctx, remote_id: int | None, label: str | None, as_json: bool) ->
             click.echo(f"remote_id {r.remote_id}: submitted job {r.job_id} ({r.pushed_files} files, {r.pushed_bytes} bytes pushed, {r.invocations} link calls)")
     if any(r.error for r in res):
         sys.exit(1)
+    if rep.auth:
+        sys.exit(EXIT_LINK_DOWN)
+
+
+EXIT_LINK_DOWN = 75  # EX_TEMPFAIL: a person must run `scbundle link start`
+
+
+def _report_skip_and_auth(rep) -> None:
+    if rep.skipped:
+        click.echo(rep.skipped, err=True)
+    if rep.auth:
+        ids = ", ".join(map(str, rep.auth))
+        click.echo(f"link down: remote_id {ids} -> auth, nothing else changed ({rep.auth_reason}); after `scbundle link start`, run `scbundle revert --auth`", err=True)
 
 
 @cli.command()
@@ -172,11 +187,13 @@ def poll(c: Ctx, remote_id: int | None, label: str | None, wait_s: float | None,
     app = c.app()
     deadline = time.monotonic() + (wait_s or 0)
     while True:
-        res = poll_runs(app, remote_id=remote_id, label=label)
+        rep = poll_runs(app, remote_id=remote_id, label=label)
+        res = rep.results
         still = [r for r in res if r.state == RunState.RUN and not r.error]
-        if not still or wait_s is None or time.monotonic() > deadline:
+        if not still or wait_s is None or time.monotonic() > deadline or rep.auth:
             break
         time.sleep(1.0)
+    _report_skip_and_auth(rep)
     if as_json:
         emit_json([asdict(r) for r in res])
     else:
@@ -189,6 +206,8 @@ def poll(c: Ctx, remote_id: int | None, label: str | None, wait_s: float | None,
                 click.echo(f"remote_id {r.remote_id}: {r.state} ({r.n_good} good, {r.n_failed} failed){' - ' + r.message if r.message else ''}")
     if any(r.error for r in res):
         sys.exit(1)
+    if rep.auth:
+        sys.exit(EXIT_LINK_DOWN)
 
 
 @cli.command()
@@ -271,14 +290,14 @@ def demo(c: Ctx, images: int, label: str, timeout: float) -> None:
     t0 = time.perf_counter()
     p = do_prepare(app, remote_id=d.remote_id, stage="chip")
     say(f"[bold]prepare[/] {p.n_components} components in {time.perf_counter() - t0:.2f} s: {p.nodes} node(s) x {p.hours} h, {p.nranks} ranks, {p.n_configs} config(s)")
-    (e,) = exec_runs(app, remote_id=d.remote_id)
+    (e,) = exec_runs(app, remote_id=d.remote_id).results
     if e.error:
         raise ScbundleError(f"exec failed: {e.error}", remote_id=d.remote_id)
     say(f"[bold]exec[/]    job {e.job_id} submitted; {e.pushed_files} files ({e.pushed_bytes} bytes) pushed in {e.invocations} link calls")
     deadline = time.monotonic() + timeout
     with app.console.status("[bold]poll[/]    waiting for the job"):
         while True:
-            (r,) = poll_runs(app, remote_id=d.remote_id)
+            (r,) = poll_runs(app, remote_id=d.remote_id).results
             if r.error:
                 raise ScbundleError(r.error, remote_id=d.remote_id)
             if r.state != RunState.RUN:
@@ -291,6 +310,165 @@ def demo(c: Ctx, images: int, label: str, timeout: float) -> None:
     say(components_table(d.remote_id, component_statuses(app, d.remote_id), limit=12))
     if r.state != RunState.FULL:
         sys.exit(1)
+
+
+@cli.group()
+def link() -> None:
+    """The link: one human-authenticated OpenSSH master per front end."""
+
+
+def _openssh(c: Ctx, site: str | None):
+    from .link.openssh import OpenSshLink
+
+    app = c.app(schema=False)
+    name = site or app.config.default_site
+    s = app.site(name)
+    if s.link != "ssh":
+        raise ScbundleError(f"site {name!r} has link = {s.link!r}: only ssh sites have a master to manage")
+    return OpenSshLink(name, s)
+
+
+def _fmt_dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    sign = "-" if seconds < 0 else ""
+    m, _ = divmod(int(abs(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{sign}{h}h{m:02d}m"
+
+
+def _link_table(statuses) -> None:
+    from rich.table import Table
+
+    t = Table(title="link", title_justify="left")
+    for col in ("site", "host", "user", "state", "pid", "since", "age", "left before drop"):
+        t.add_column(col)
+    for m in statuses:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.since)) if m.since else "-"
+        state = ("[yellow]up, drop soon[/]" if m.warn else "[green]up[/]") if m.up else "[red]down[/]"
+        t.add_row(m.site, m.host, m.user, state, str(m.pid or "-"), since, _fmt_dur(m.age_s), _fmt_dur(m.left_s))
+    Console().print(t)
+    for m in statuses:
+        if m.warn:
+            click.echo(f"warning: the link to {m.host} drops in {_fmt_dur(m.left_s)}: plan the maintenance (ops/maintain-link)", err=True)
+
+
+@link.command("start")
+@click.argument("site", required=False)
+@pass_ctx
+def link_start(c: Ctx, site: str | None) -> None:
+    """Start the master(s): type the site's password / one-time code, then it goes to the background."""
+    lk = _openssh(c, site)
+    out = [lk.start(i) for i in range(len(lk.ssh.hosts))]
+    for m in out:
+        click.echo(f"link {m.site} -> {m.host} as {m.user}: up (master pid {m.pid})")
+
+
+@link.command("check")
+@click.argument("site", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def link_check(c: Ctx, site: str | None, as_json: bool) -> None:
+    """Up or down, since when, age, and time left before the site's drop. Exit 1 when down."""
+    lk = _openssh(c, site)
+    statuses = lk.check()
+    if as_json:
+        emit_json([{**asdict(m), "warn": m.warn} for m in statuses])
+    else:
+        _link_table(statuses)
+    if not all(m.up for m in statuses):
+        sys.exit(1)
+
+
+@link.command("stop")
+@click.argument("site", required=False)
+@pass_ctx
+def link_stop(c: Ctx, site: str | None) -> None:
+    """End the master(s) (sessions riding them end too)."""
+    lk = _openssh(c, site)
+    for m in lk.stop():
+        click.echo(f"link {m.site} -> {m.host}: {'still up' if m.up else 'down'}")
+
+
+@link.command("switch-user")
+@click.argument("name")
+@click.option("--site", default=None)
+@pass_ctx
+def link_switch_user(c: Ctx, name: str, site: str | None) -> None:
+    """Point the link at another user's ssh settings (takes effect at the next `link start`)."""
+    lk = _openssh(c, site)
+    lk.switch_user(name)
+    click.echo(f"link {lk.site_name}: user {name} (config {lk.conf_path(batch=False)})")
+
+
+@cli.group()
+def tasks() -> None:
+    """Switch exec / poll / prepare off and on (stored in the database), and wait for steps in flight."""
+
+
+@tasks.command("off")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def tasks_off(c: Ctx, names: tuple[str, ...]) -> None:
+    from .tasks import set_enabled
+
+    set_enabled(c.app(), names, False)
+    click.echo(f"off: {' '.join(names)}")
+
+
+@tasks.command("on")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def tasks_on(c: Ctx, names: tuple[str, ...]) -> None:
+    from .tasks import set_enabled
+
+    set_enabled(c.app(), names, True)
+    click.echo(f"on: {' '.join(names)}")
+
+
+@tasks.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def tasks_status(c: Ctx, as_json: bool) -> None:
+    from rich.table import Table
+
+    from .tasks import states
+
+    rows = states(c.app())
+    if as_json:
+        emit_json([asdict(r) for r in rows])
+        return
+    t = Table(title="tasks", title_justify="left")
+    for col in ("task", "switch", "in flight", "changed", "by"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r.task, "[green]on[/]" if r.enabled else "[red]off[/]", str(r.in_flight), r.changed or "-", r.changed_by or "-")
+    Console().print(t)
+
+
+@tasks.command("wait")
+@click.argument("names", nargs=-1)
+@click.option("--timeout", type=float, default=None, help="give up (exit 1) after this many seconds")
+@pass_ctx
+def tasks_wait(c: Ctx, names: tuple[str, ...], timeout: float | None) -> None:
+    """Return when no exec or poll step (or the NAMES given) is in flight."""
+    from .tasks import wait
+
+    waited = wait(c.app(), names or ("exec", "poll"), timeout=timeout)
+    click.echo(f"no step in flight (waited {waited:.1f} s)")
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="one pass, then exit")
+@click.option("--loop-seconds", type=float, default=None, help="pause between passes (config: daemon.loop_seconds)")
+@click.option("--poll-seconds", type=float, default=None, help="poll a run only when last_poll is older (config: daemon.poll_seconds)")
+@pass_ctx
+def daemon(c: Ctx, once: bool, loop_seconds: float | None, poll_seconds: float | None) -> None:
+    """prepare, exec and poll in a loop until SIGINT/SIGTERM, stopping at a step boundary."""
+    from .daemon import run_daemon
+
+    app = c.app()
+    run_daemon(app, once=once, loop_seconds=loop_seconds, poll_seconds=poll_seconds)
 
 
 def main() -> None:

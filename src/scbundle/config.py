@@ -51,8 +51,52 @@ class PathRule(_Strict):
     _abs = field_validator("local", "remote")(classmethod(lambda cls, v: _absolute_posix(v)))
 
 
+class SshUser(_Strict):
+    """Another person's ssh settings on the same site (``scbundle link switch-user``)."""
+
+    identity: str | None = None
+    bastion_user: str | None = None
+    bastion_identity: str | None = None
+
+
+class SshSettings(_Strict):
+    """How to reach the front end: OpenSSH (a human-authenticated ControlMaster) or paramiko."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+
+    hosts: Annotated[list[str], Field(min_length=1)]
+    user: str
+    port: Annotated[int, Field(gt=0, lt=65536)] = 22
+    bastion: str | None = None  # DMZ host; the front end is reached through it (ProxyJump)
+    bastion_port: Annotated[int, Field(gt=0, lt=65536)] = 22
+    bastion_user: str | None = None  # default: user
+    identity: str | None = None
+    bastion_identity: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    strict_host_key_checking: bool = True
+    control_dir: str = "~/.scb"
+    connect_timeout: Annotated[int, Field(gt=0)] = 10
+    server_alive_interval: Annotated[int, Field(ge=0)] = 30
+    max_sessions: Annotated[int, Field(gt=0, lt=10)] = 8  # below sshd's MaxSessions (default 10)
+    users: dict[str, SshUser] = Field(default_factory=dict)
+
+    @field_validator("control_dir")
+    @classmethod
+    def _short_control_dir(cls, v: str) -> str:
+        path = os.path.expanduser(v)
+        if len(path) + 1 + 40 > 90:  # ControlPath = <dir>/%C, %C is 40 hex characters
+            raise ValueError(f"{path!r} is too long for a ControlPath socket (Linux refuses about 90+ bytes); use a short directory such as ~/.scb")
+        return path
+
+    @field_validator("known_hosts", "identity", "bastion_identity")
+    @classmethod
+    def _expand(cls, v: str | None) -> str | None:
+        return os.path.expanduser(v) if v else v
+
+
 class Site(_Strict):
-    link: Literal["local"] = "local"
+    link: Literal["local", "ssh", "paramiko"] = "local"
+    ssh: SshSettings | None = None
     scheduler: Literal["local"] = "local"
     remote_root: str
     permanent_root: str
@@ -65,6 +109,12 @@ class Site(_Strict):
     drop_hours: Annotated[float, Field(gt=0)] = 12.0
 
     _abs = field_validator("remote_root", "permanent_root")(classmethod(lambda cls, v: _absolute_posix(v)))
+
+    @model_validator(mode="after")
+    def _link_needs_ssh(self) -> Site:
+        if self.link in ("ssh", "paramiko") and self.ssh is None:
+            raise ValueError(f"link = {self.link!r} needs an [sites.<name>.ssh] table (hosts, user, ...)")
+        return self
 
     @field_validator("max_walltime")
     @classmethod
@@ -88,12 +138,20 @@ class StageSettings(_Strict):
     job_policy: Literal["fatal", "ignore"] = "fatal"
 
 
+class DaemonSettings(_Strict):
+    loop_seconds: Annotated[float, Field(gt=0)] = 60.0  # pause between passes
+    poll_seconds: Annotated[float, Field(ge=0)] = 3600.0  # poll a run only when last_poll is older
+    prepare: bool = True
+    label: str | None = None  # only runs of this label
+
+
 class Config(_Strict):
     database: str
     workdir: str
     default_site: str = "local"
     sites: dict[str, Site]
     stages: dict[str, StageSettings] = Field(default_factory=dict)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     source: str = "embedded default"
 
     _abs = field_validator("workdir")(classmethod(lambda cls, v: _absolute_posix(v)))

@@ -60,6 +60,12 @@ class LinkDownError(ScbundleError):
     fault = Fault.SYSTEM
 
 
+class HostKeyError(ScbundleError):
+    """The site's host key does not match the known-hosts file: nothing was sent."""
+
+    fault = Fault.CONFIG
+
+
 class CommandError(ScbundleError):
     """A command (local or over the link) failed: command, exit code, tail of stderr."""
 

@@ -57,7 +57,7 @@ def remote_roots_args(app: App, site_name: str) -> list[str]:
     return args
 
 
-def ensure_tools(app: App, t: Transport, site_name: str) -> None:
+def ensure_tools(app: App, t: Transport, site_name: str) -> None:  # noqa: D103
     """Ship remote/ to its content-addressed directory once; a partial copy never counts."""
     tools = app.tools_dir(site_name)
     if t.run(["test", "-f", f"{tools}/.complete"], check=False).returncode == 0:
@@ -89,8 +89,9 @@ def _bundle_files(path_base: Path, run_dir: str) -> dict[str, bytes]:
     }
 
 
-def exec_run(app: App, run: RemoteRun, *, progress: bool = True) -> Executed:
-    t = app.transport(run.site)
+def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Transport | None = None) -> Executed:
+    t = transport or app.transport(run.site)
+    before = t.invocations
     sched = app.scheduler(run.site)
     site = app.site(run.site)
     ctx = submit_context(app, run)
@@ -118,37 +119,66 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True) -> Executed:
     done = t.run(sched.submit_argv(ctx))
     job_id = sched.parse_submit(done.text)
     failpoint("exec.submitted")
-    return Executed(run.remote_id, job_id, len(to_push), nbytes, t.invocations)
+    return Executed(run.remote_id, job_id, len(to_push), nbytes, t.invocations - before)
 
 
-def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = None, progress: bool = True) -> list[Executed]:
-    with app.db.session() as s:
-        runs = select_runs(s, [RunState.PENDING], remote_id, label, "exec")
-    results = []
-    for run in runs:
-        try:
-            res = exec_run(app, run, progress=progress)
-        except LinkDownError:
-            raise  # the link issue's auth state handles this
-        except (CommandError, ScbundleError, OSError) as err:
+@dataclass(frozen=True)
+class StepReport:
+    """What one exec or poll pass did: per-run results, runs paused for auth, or why it skipped."""
+
+    results: list
+    auth: list[int]
+    auth_reason: str | None = None
+    skipped: str | None = None
+
+
+def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = None, progress: bool = True) -> StepReport:
+    from .auth import mark_auth
+    from .tasks import in_flight, is_enabled
+
+    if not is_enabled(app, "exec"):
+        return StepReport([], [], skipped="exec is switched off (`scbundle tasks on exec`)")
+    with in_flight(app, "exec"):
+        with app.db.session() as s:
+            runs = select_runs(s, [RunState.PENDING], remote_id, label, "exec")
+        results: list[Executed] = []
+        paused: list[int] = []
+        reason = None
+        transports: dict[str, Transport] = {}
+        for n, run in enumerate(runs):
+            t = transports.get(run.site)
+            try:
+                if t is None:
+                    t = transports[run.site] = app.transport(run.site)
+                    if not t.link_up():
+                        raise LinkDownError(f"link to site {run.site} is down: run `scbundle link start {run.site}`")
+                res = exec_run(app, run, progress=progress, transport=t)
+            except LinkDownError as err:  # pause this run and every later one on the same site
+                reason = str(err)
+                paused += mark_auth(app, [r.remote_id for r in runs[n:] if r.site == run.site], f"exec: {err}")
+                runs = [r for r in runs if r.site != run.site]
+                continue
+            except (CommandError, ScbundleError, OSError) as err:
+                with app.db.session() as s:
+                    r = s.get(RemoteRun, run.remote_id)
+                    assert r is not None
+                    if r.state == RunState.PENDING:
+                        r.state, r.prev_state = RunState.ERROR, RunState.PENDING
+                        r.fault = int(getattr(err, "fault", Fault.SYSTEM))
+                        r.message = f"exec: {err}"[:2000]
+                results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err)))
+                continue
             with app.db.session() as s:
                 r = s.get(RemoteRun, run.remote_id)
                 assert r is not None
                 if r.state == RunState.PENDING:
-                    r.state, r.prev_state = RunState.ERROR, RunState.PENDING
-                    r.fault = int(getattr(err, "fault", Fault.SYSTEM))
-                    r.message = f"exec: {err}"[:2000]
-            results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err)))
-            continue
-        with app.db.session() as s:
-            r = s.get(RemoteRun, run.remote_id)
-            assert r is not None
-            if r.state == RunState.PENDING:
-                r.state, r.job_id, r.fault, r.message = RunState.RUN, res.job_id, 0, None
-                s.execute(
-                    update(RemoteComponent)
-                    .where(RemoteComponent.remote_id == run.remote_id, RemoteComponent.state == ComponentState.PENDING)
-                    .values(state=ComponentState.RUN, attempts=RemoteComponent.attempts + 1)
-                )
-        results.append(res)
-    return results
+                    r.state, r.job_id, r.fault, r.message = RunState.RUN, res.job_id, 0, None
+                    s.execute(
+                        update(RemoteComponent)
+                        .where(RemoteComponent.remote_id == run.remote_id, RemoteComponent.state == ComponentState.PENDING)
+                        .values(state=ComponentState.RUN, attempts=RemoteComponent.attempts + 1)
+                    )
+            results.append(res)
+        for t in transports.values():
+            t.close()
+        return StepReport(results, paused, reason)

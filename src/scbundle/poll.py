@@ -17,7 +17,8 @@ from .app import App, get_run, select_runs, utcnow
 from .db.models import RemoteComponent, RemoteRun
 from .errors import DbinfoError, LinkDownError, ScbundleError
 from .failpoints import failpoint
-from .exec import remote_roots_args, submit_context
+from .exec import StepReport, remote_roots_args, submit_context
+from .link import Transport
 from .pathmap import PathMap
 from .replay import ComponentResult, read_results
 from .schedulers.base import JobState, JobStatus
@@ -52,13 +53,12 @@ def _components_index(path_base: Path) -> dict[int, int]:
     return out
 
 
-def pull_results(app: App, run: RemoteRun) -> tuple[Path, set[int]]:
+def pull_results(app: App, run: RemoteRun, t: Transport) -> tuple[Path, set[int]]:
     """One pack invocation: job files into path_base/returned, products to their destinations.
 
     Returns the returned/ directory and the product rows (by products.tsv line) that came back.
     """
     site = app.site(run.site)
-    t = app.transport(run.site)
     ctx = submit_context(app, run)
     path_base = Path(run.path_base or "")
     returned = path_base / "returned"
@@ -155,8 +155,7 @@ def apply_results(
         return Polled(remote_id, job_note, run.state, len(good_records), n_failed, run.message)
 
 
-def poll_run(app: App, run: RemoteRun) -> Polled:
-    t = app.transport(run.site)
+def poll_run(app: App, run: RemoteRun, t: Transport) -> Polled:
     sched = app.scheduler(run.site)
     ctx = submit_context(app, run)
     statuses = sched.parse_status(t.run(sched.status_argv(ctx, [run.job_id or ""])).text)
@@ -166,7 +165,7 @@ def poll_run(app: App, run: RemoteRun) -> Polled:
             r = get_run(s, run.remote_id)
             r.last_poll = utcnow()
         return Polled(run.remote_id, job.state, run.state)
-    returned, products_back = pull_results(app, run)
+    returned, products_back = pull_results(app, run, t)
     failpoint("poll.pulled")
     path_base = Path(run.path_base or "")
     exit_file = returned / "job.exit"
@@ -182,19 +181,44 @@ def poll_run(app: App, run: RemoteRun) -> Polled:
     )  # fmt: skip
 
 
-def poll_runs(app: App, *, remote_id: int | None = None, label: str | None = None) -> list[Polled]:
-    with app.db.session() as s:
-        runs = select_runs(s, [RunState.RUN], remote_id, label, "poll")
-    out = []
-    for run in runs:
-        try:
-            out.append(poll_run(app, run))
-        except LinkDownError:
-            raise
-        except ScbundleError as err:  # a bad dbinfo file included: nothing changed, the run stays in run
-            err.remote_id = run.remote_id
-            out.append(Polled(run.remote_id, "?", run.state, error=str(err)))
-    return out
+def poll_runs(
+    app: App, *, remote_id: int | None = None, label: str | None = None, min_age_s: float | None = None
+) -> StepReport:
+    """Poll runs in state run (only those whose last_poll is older than ``min_age_s``, if given)."""
+    from .auth import mark_auth
+    from .tasks import in_flight, is_enabled
+
+    if not is_enabled(app, "poll"):
+        return StepReport([], [], skipped="poll is switched off (`scbundle tasks on poll`)")
+    with in_flight(app, "poll"):
+        with app.db.session() as s:
+            runs = select_runs(s, [RunState.RUN], remote_id, label, "poll")
+        if min_age_s is not None:
+            now = utcnow()
+            runs = [r for r in runs if r.last_poll is None or (now - r.last_poll).total_seconds() >= min_age_s]
+        out: list[Polled] = []
+        paused: list[int] = []
+        reason = None
+        transports: dict[str, Transport] = {}
+        for n, run in enumerate(runs):
+            if run.site in {r.site for r in runs[:n] if r.remote_id in paused}:
+                continue
+            try:
+                t = transports.get(run.site)
+                if t is None:
+                    t = transports[run.site] = app.transport(run.site)
+                    if not t.link_up():
+                        raise LinkDownError(f"link to site {run.site} is down: run `scbundle link start {run.site}`")
+                out.append(poll_run(app, run, t))
+            except LinkDownError as err:
+                reason = str(err)
+                paused += mark_auth(app, [r.remote_id for r in runs[n:] if r.site == run.site], f"poll: {err}")
+            except ScbundleError as err:  # a bad dbinfo file included: nothing changed, the run stays in run
+                err.remote_id = run.remote_id
+                out.append(Polled(run.remote_id, "?", run.state, error=str(err)))
+        for t in transports.values():
+            t.close()
+        return StepReport(out, paused, reason)
 
 
 def read_summary(path_base: Path) -> dict | None:

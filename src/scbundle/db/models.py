@@ -130,3 +130,29 @@ class ChipResult(Base):
     bg_min: Mapped[float | None]
     bg_max: Mapped[float | None]
     dtime_chip: Mapped[float | None]
+
+
+# --- task switches and in-flight steps (the 12-hour maintenance waits on these) --------------
+
+
+class TaskSwitch(Base):
+    """`scbundle tasks off exec poll`: a switch exec, poll and the daemon honour."""
+
+    __tablename__ = "task_switch"
+
+    task: Mapped[str] = mapped_column(String(16), primary_key=True)
+    enabled: Mapped[bool]
+    changed: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
+    changed_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class TaskActivity(Base):
+    """A step in flight: exec or poll registers here while it works (`tasks wait` waits)."""
+
+    __tablename__ = "task_activity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task: Mapped[str] = mapped_column(String(16), index=True)
+    host: Mapped[str] = mapped_column(String(128))
+    pid: Mapped[int] = mapped_column(Integer)
+    started: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from ..config import Site
 from ..errors import ConfigError
-from .base import Completed, Transport
+from .base import Completed, ProcessTransport, Transport
 from .local import LocalTransport
 
 
 def transport_for(site_name: str, site: Site) -> Transport:
     if site.link == "local":
         return LocalTransport(site_name)
+    if site.link == "ssh":
+        from .openssh import OpenSshTransport
+
+        return OpenSshTransport(site_name, site)
+    if site.link == "paramiko":
+        from .paramiko import ParamikoTransport
+
+        return ParamikoTransport(site_name, site)
     raise ConfigError(f"site {site_name!r}: link kind {site.link!r} is not supported")
 
 
-__all__ = ["Completed", "LocalTransport", "Transport", "transport_for"]
+__all__ = ["Completed", "LocalTransport", "ProcessTransport", "Transport", "transport_for"]

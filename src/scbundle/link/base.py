@@ -1,15 +1,18 @@
 """The transport interface: run an argv on the site, optionally streaming stdin or stdout.
 
 Everything scbundle does on a site (validation, transfers, submission, status) is one of
-these calls, so a run costs a small, fixed number of invocations whatever its size. A
-transport subclass only says how to turn an argv into a local process (``_command``):
-the process handling here is shared.
+these calls, so a run costs a small, fixed number of invocations whatever its size.
+Process transports (local, OpenSSH) only say how to turn an argv into a local process
+(``_command``); the process handling is shared. The paramiko transport speaks the same
+three verbs over its own channels.
 """
 
 from __future__ import annotations
 
 import subprocess
 import threading
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
@@ -38,8 +41,8 @@ def _drain(stream: IO[bytes], sink: bytearray, keep: int | None) -> None:
             del sink[: len(sink) - keep]
 
 
-class Transport:
-    """Base class: subclasses provide ``_command`` (and may refine ``_classify``)."""
+class Transport(ABC):
+    """What exec and poll need from a site: run, stream in, stream out. Nothing more."""
 
     site_name: str
 
@@ -47,8 +50,32 @@ class Transport:
         self.site_name = site_name
         self.invocations = 0  # counted for bench/: a run must cost a small constant
 
+    def link_up(self) -> bool:
+        """Is the link usable without a person? (Always, for a local site.)"""
+        return True
+
+    @abstractmethod
+    def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True, timeout: float | None = None) -> Completed: ...
+
+    @abstractmethod
+    def stream_in(self, argv: Sequence[str], producer: Callable[[IO[bytes]], None], *, check: bool = True) -> Completed: ...
+
+    @abstractmethod
+    def stream_out(self, argv: Sequence[str], consumer: Callable[[IO[bytes]], None], *, input: bytes = b"", check: bool = True) -> Completed: ...
+
+    def close(self) -> None:
+        """Release what the transport holds (connections); a no-op for process transports."""
+
+
+class ProcessTransport(Transport):
+    """Each invocation is a local process: subclasses say which (``_command``)."""
+
     def _command(self, argv: Sequence[str]) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _slot(self) -> AbstractContextManager[object]:
+        """Held around each invocation (the ssh link caps concurrent sessions over its master)."""
+        return nullcontext()
 
     def _classify(self, argv: Sequence[str], returncode: int, stderr: bytes) -> Exception:
         """The error for a failed invocation (ssh transports turn 255 into LinkDownError)."""
@@ -69,9 +96,10 @@ class Transport:
     ) -> Completed:
         self.invocations += 1
         try:
-            p = subprocess.run(
-                self._command(argv), input=input if input is not None else b"", capture_output=True, timeout=timeout
-            )
+            with self._slot():
+                p = subprocess.run(
+                    self._command(argv), input=input if input is not None else b"", capture_output=True, timeout=timeout
+                )
         except subprocess.TimeoutExpired as err:
             raise CommandError(argv, -1, err.stderr or b"", what=f"timed out after {timeout} s on site {self.site_name}") from None
         except OSError as err:
@@ -81,6 +109,10 @@ class Transport:
     def stream_in(self, argv: Sequence[str], producer: Callable[[IO[bytes]], None], *, check: bool = True) -> Completed:
         """Run ``argv`` with ``producer`` writing its stdin (a tar stream, say)."""
         self.invocations += 1
+        with self._slot():
+            return self._stream_in(argv, producer, check)
+
+    def _stream_in(self, argv: Sequence[str], producer: Callable[[IO[bytes]], None], check: bool) -> Completed:
         proc = subprocess.Popen(self._command(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = bytearray(), bytearray()
         threads = [
@@ -114,6 +146,10 @@ class Transport:
     ) -> Completed:
         """Run ``argv`` (fed ``input``) and hand its stdout to ``consumer`` as a stream."""
         self.invocations += 1
+        with self._slot():
+            return self._stream_out(argv, consumer, input, check)
+
+    def _stream_out(self, argv: Sequence[str], consumer: Callable[[IO[bytes]], None], input: bytes, check: bool) -> Completed:
         proc = subprocess.Popen(self._command(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         err = bytearray()
         assert proc.stdin is not None and proc.stdout is not None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .base import Transport
+from .base import ProcessTransport
 
 
-class LocalTransport(Transport):
+class LocalTransport(ProcessTransport):
     def _command(self, argv: Sequence[str]) -> list[str]:
         return list(argv)

@@ -1,0 +1,93 @@
+"""The daemon: prepare, exec and poll in a loop, honouring the task switches, until SIGINT or
+SIGTERM, which stop it at the next step boundary (a step in progress always finishes)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy import select
+
+from .app import App
+from .db.models import RemoteRun
+from .errors import ScbundleError
+from .states import RunState
+
+
+def _log(msg: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} scbundle daemon: {msg}", flush=True)
+
+
+def one_pass(app: App, *, poll_seconds: float, label: str | None, prepare: bool, stop: threading.Event) -> None:
+    from .exec import exec_runs
+    from .poll import poll_runs
+    from .prepare import prepare as do_prepare
+    from .tasks import is_enabled
+
+    steps: list[tuple[str, Callable[[], None]]] = []
+
+    def prepare_step() -> None:
+        if not is_enabled(app, "prepare"):
+            return
+        with app.db.session() as s:
+            q = select(RemoteRun).where(RemoteRun.state == RunState.NEW).order_by(RemoteRun.remote_id)
+            if label:
+                q = q.where(RemoteRun.label == label)
+            runs = [(r.remote_id, r.stage) for r in s.scalars(q)]
+        for rid, stage in runs:
+            if stop.is_set():
+                return
+            p = do_prepare(app, remote_id=rid, stage=stage)
+            _log(f"prepared remote_id {rid}: {p.n_components} components, {p.n_missing} missing")
+
+    def exec_step() -> None:
+        rep = exec_runs(app, label=label, progress=False)
+        for r in rep.results:
+            _log(f"exec remote_id {r.remote_id}: " + (f"error {r.error}" if r.error else f"job {r.job_id}"))
+        if rep.auth:
+            _log(f"link down, remote_id {rep.auth} -> auth: {rep.auth_reason}")
+
+    def poll_step() -> None:
+        rep = poll_runs(app, label=label, min_age_s=poll_seconds)
+        for r in rep.results:
+            _log(f"poll remote_id {r.remote_id}: " + (f"error {r.error}" if r.error else f"{r.state} ({r.job_state})"))
+        if rep.auth:
+            _log(f"link down, remote_id {rep.auth} -> auth: {rep.auth_reason}")
+
+    if prepare:
+        steps.append(("prepare", prepare_step))
+    steps += [("exec", exec_step), ("poll", poll_step)]
+    for name, step in steps:
+        if stop.is_set():
+            return
+        try:
+            step()
+        except ScbundleError as err:
+            _log(f"{name}: {err}")
+
+
+def run_daemon(app: App, *, once: bool = False, loop_seconds: float | None = None, poll_seconds: float | None = None) -> None:
+    settings = app.config.daemon
+    loop_s = settings.loop_seconds if loop_seconds is None else loop_seconds
+    poll_s = settings.poll_seconds if poll_seconds is None else poll_seconds
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if not stop.is_set():
+            _log(f"{signal.Signals(signum).name}: stopping at the next step boundary")
+        stop.set()
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _log(f"started: loop every {loop_s:g} s, poll runs older than {poll_s:g} s")
+    try:
+        while not stop.is_set():
+            one_pass(app, poll_seconds=poll_s, label=settings.label, prepare=settings.prepare, stop=stop)
+            if once:
+                break
+            stop.wait(loop_s)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    _log("stopped")

@@ -1,0 +1,47 @@
+"""task switches and in-flight steps
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-23 12:36:57.313748
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0002'
+down_revision = '0001'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    
+    op.create_table('task_activity',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('task', sa.String(length=16), nullable=False),
+    sa.Column('host', sa.String(length=128), nullable=False),
+    sa.Column('pid', sa.Integer(), nullable=False),
+    sa.Column('started', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_task_activity'))
+    )
+    with op.batch_alter_table('task_activity', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_task_activity_task'), ['task'], unique=False)
+
+    op.create_table('task_switch',
+    sa.Column('task', sa.String(length=16), nullable=False),
+    sa.Column('enabled', sa.Boolean(), nullable=False),
+    sa.Column('changed', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.Column('changed_by', sa.String(length=128), nullable=True),
+    sa.PrimaryKeyConstraint('task', name=op.f('pk_task_switch'))
+    )
+    
+
+
+def downgrade() -> None:
+    
+    op.drop_table('task_switch')
+    with op.batch_alter_table('task_activity', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_task_activity_task'))
+
+    op.drop_table('task_activity')
+    
