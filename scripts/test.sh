@@ -8,4 +8,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# the real services the integration tests talk to (openssh-server, PAM OATH for the test site)
+if [ "$(id -u)" = 0 ]; then
+  bash scripts/install-test-services.sh
+else
+  echo "test.sh: not root: the ssh test site (tests/link, tests/site) will be skipped" >&2
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -48,3 +48,11 @@ def cli(tmp_path: Path) -> Cli:
     env.pop("SCBUNDLE_CONFIG")  # the embedded default: no config file at all
     env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")  # never read the user's real config
     return Cli(home, env)
+
+
+# the real ssh test site (tests/sitekit.py): one per test session, shared by every directory
+try:
+    from sitekit import site_fixture
+except ImportError:  # pragma: no cover - sitekit lives beside this file
+    raise
+test_site = site_fixture(scope="session")

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import stat
 import subprocess
 import sys
@@ -105,8 +106,10 @@ def render_ssh_config(site_name: str, ssh: SshSettings, user: str | None, *, bat
 
 
 def master_start_argv(conf: str, alias: str) -> list[str]:
-    # -f: into the background once authenticated; -N: no command; the master persists until -O exit
-    return ["ssh", "-F", conf, "-f", "-N", "-o", "ControlMaster=yes", "-o", "ControlPersist=yes", alias]
+    # -f: into the background once authenticated; -N: no command; the master lives until -O exit.
+    # Not ControlPersist: with it, ssh sends the ProxyJump child's stderr to /dev/null, and a
+    # bastion's "Host key verification failed" would never reach the person.
+    return ["ssh", "-F", conf, "-f", "-N", "-o", "ControlMaster=yes", alias]
 
 
 def master_ctl_argv(conf: str, alias: str, op: str) -> list[str]:
@@ -151,6 +154,10 @@ class MasterStatus:
     @property
     def warn(self) -> bool:
         return self.up and self.left_s is not None and self.left_s < 3600
+
+
+def _ignore_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 class OpenSshLink:
@@ -249,8 +256,16 @@ class OpenSshLink:
         if status.up:
             return status
         alias = host_alias(self.site_name, index)
+        self._remove_stale_socket(alias)
         with tempfile.TemporaryFile(dir=self.dir) as errf:
-            p = subprocess.run(master_start_argv(str(self.conf_path(batch=False)), alias), stderr=errf, stdin=None if sys.stdin.isatty() else subprocess.DEVNULL)
+            # SIGHUP ignored (like nohup), inherited by the ProxyJump `ssh -W` child that stays in
+            # this terminal's session: closing the terminal must not cut the master's connection
+            p = subprocess.run(
+                master_start_argv(str(self.conf_path(batch=False)), alias),
+                stderr=errf,
+                stdin=None if sys.stdin.isatty() else subprocess.DEVNULL,
+                preexec_fn=_ignore_sighup,
+            )
             errf.seek(0)
             err = errf.read().decode("utf-8", "replace")
         if err.strip():
@@ -263,6 +278,21 @@ class OpenSshLink:
         started = {"pid": status.pid, "started": time.time(), "user": self.active_user(), "host": self.ssh.hosts[index]}
         self._started_file(index).write_text(json.dumps(started))
         return self.check_one(index)
+
+    def socket_path(self, alias: str) -> Path | None:
+        """The ControlPath ssh will use for ``alias`` (``ssh -G`` expands %C)."""
+        p = subprocess.run(["ssh", "-G", "-F", str(self.conf_path(batch=True)), alias], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        for line in p.stdout.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "controlpath" and value and value != "none":
+                return Path(value)
+        return None
+
+    def _remove_stale_socket(self, alias: str) -> None:
+        """A master killed hard leaves its socket; a new master would refuse to replace it."""
+        path = self.socket_path(alias)
+        if path is not None and path.is_socket() and path.parent == self.dir:
+            path.unlink()
 
     def stop(self) -> list[MasterStatus]:
         out = []

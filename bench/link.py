@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Link figures on the real test site (root needed: it starts the bastion and front-end sshds).
+
+1. ssh invocations per run for exec + poll of a 2,000-component bundle (goal: a small
+   constant, independent of the component count; 200 components are run too, to show it).
+2. Pushing 10,000 files of 20 kB through the OpenSSH master, side by side in one run:
+   (a) one scp per file over the master, (b) one `tar c | ssh tar x` stream, (c) scbundle's
+   push (a checksummed tar stream into remote/sc_remote.py unpack). Goal: (c) within 1.2x of (b).
+
+    sudo .venv/bin/python bench/link.py [--files 10000] [--scp-files 10000] [--components 2000]
+
+Prints figures; asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from sitekit import start_site  # noqa: E402
+
+from scbundle.app import App  # noqa: E402
+from scbundle.config import config_from_dict  # noqa: E402
+from scbundle.db.migrate import upgrade  # noqa: E402
+from scbundle.db.session import Database  # noqa: E402
+from scbundle.define import define  # noqa: E402
+from scbundle.demo import seed_demo  # noqa: E402
+from scbundle.exec import ensure_tools, exec_runs  # noqa: E402
+from scbundle.link.openssh import OpenSshLink  # noqa: E402
+from scbundle.poll import poll_runs  # noqa: E402
+from scbundle.prepare import prepare  # noqa: E402
+from scbundle.transfer import write_push_tar  # noqa: E402
+
+
+def make_app(site, home: Path, control: Path) -> App:
+    user = site.key_user  # a key login: the master starts without a person at the terminal
+    remote = site.remote_root / home.name
+    perm = site.permanent_root / home.name
+    cfg = config_from_dict(
+        {
+            "database": f"sqlite:///{home / 'bench.db'}",
+            "workdir": str(home / "work"),
+            "default_site": "mu",
+            "stages": {"chip": {"threads": 1, "cost_seconds": 0.05}},
+            "sites": {
+                "mu": {
+                    "link": "ssh", "scheduler": "local", "remote_root": str(remote), "permanent_root": str(perm),
+                    "cores_per_node": 2, "max_nodes": 1, "python": site.python, "max_walltime": "04:00:00",
+                    "paths": [{"local": str(home / "data"), "remote": str(remote / "data")}],
+                    "ssh": {
+                        "hosts": [site.front_host], "port": site.front_port, "user": user,
+                        "bastion": site.bastion_host, "bastion_port": site.bastion_port,
+                        "identity": str(site.users[user].key), "known_hosts": str(site.known_hosts),
+                        "control_dir": str(control),
+                    },
+                }
+            },
+        },
+        "bench",
+    )  # fmt: skip
+    db = Database(cfg.database)
+    upgrade(db)
+    return App(cfg, db)
+
+
+def invocations_per_run(app: App, n: int, label: str) -> dict:
+    seed_demo(app, n)
+    d = define(app, label=label, stage="chip", limit=n, site=None, job_policy=None)
+    prepare(app, remote_id=d.remote_id, stage="chip")
+    t0 = time.perf_counter()
+    rep = exec_runs(app, remote_id=d.remote_id, progress=False)
+    exec_calls = rep.results[0].invocations
+    polls, poll_calls = 0, 0
+    while True:
+        t = app.transport("mu")
+        from scbundle.poll import poll_run
+        from scbundle.app import get_run
+
+        with app.db.session() as s:
+            run = get_run(s, d.remote_id)
+        if run.state != "run":
+            break
+        assert t.link_up()
+        r = poll_run(app, run, t)
+        polls += 1
+        poll_calls += t.invocations
+        if r.state != "run":
+            final_calls = t.invocations
+            break
+        time.sleep(2)
+    return {
+        "components": n, "exec_invocations": exec_calls, "polls": polls,
+        "last_poll_invocations": final_calls, "state": r.state, "seconds": round(time.perf_counter() - t0, 1),
+    }  # fmt: skip
+
+
+def push_figures(app: App, site, nfiles: int, scp_files: int, tmp: Path) -> dict:
+    src = tmp / "small"
+    src.mkdir()
+    for i in range(nfiles):
+        (src / f"f{i:05d}.dat").write_bytes(os.urandom(20 * 1024))
+    link = OpenSshLink("mu", app.site("mu"))
+    conf, alias = str(link.conf_path(batch=True)), "scb-mu-0"
+    remote = Path(app.site("mu").remote_root) / "pushbench"
+    out: dict[str, object] = {"files": nfiles, "bytes_each": 20 * 1024}
+
+    def fresh(name: str) -> Path:
+        d = remote / name
+        subprocess.run(["ssh", "-F", conf, alias, f"rm -rf {d} && mkdir -p {d}"], check=True)
+        return d
+
+    # (a) one scp per file over the master
+    d = fresh("scp")
+    names = sorted(os.listdir(src))[:scp_files]
+    t0 = time.perf_counter()
+    for name in names:
+        subprocess.run(["scp", "-q", "-F", conf, str(src / name), f"{alias}:{d}/{name}"], check=True)
+    t_scp = time.perf_counter() - t0
+    out["a_scp_per_file_s"] = round(t_scp, 2)
+    out["a_scp_files_timed"] = len(names)
+    if len(names) < nfiles:
+        out["a_scp_per_file_s_extrapolated"] = round(t_scp * nfiles / len(names), 1)
+
+    # (b) tar c | ssh tar x
+    d = fresh("tar")
+    t0 = time.perf_counter()
+    tar = subprocess.Popen(["tar", "-c", "-C", str(src), "."], stdout=subprocess.PIPE)
+    subprocess.run(["ssh", "-F", conf, alias, f"tar -x -C {d}"], stdin=tar.stdout, check=True)
+    tar.wait()
+    t_tar = time.perf_counter() - t0
+    out["b_tar_stream_s"] = round(t_tar, 2)
+
+    # (c) scbundle's push: checksummed tar into sc_remote.py unpack, through the transport
+    fresh("scb")
+    t = app.transport("mu")
+    assert t.link_up()
+    ensure_tools(app, t, "mu")
+    tools, py = app.tools_dir("mu"), app.site("mu").python
+    pairs = [(str(src / n), f"{remote}/scb/{n}") for n in sorted(os.listdir(src))]
+    t0 = time.perf_counter()
+    t.stream_in([py, "-S", f"{tools}/sc_remote.py", "unpack", "--root", app.site("mu").remote_root],
+                lambda o: write_push_tar(o, pairs))  # fmt: skip
+    t_scb = time.perf_counter() - t0
+    out["c_scbundle_push_s"] = round(t_scb, 2)
+    out["c_over_b"] = round(t_scb / t_tar, 2)
+    out["a_over_b"] = round((t_scp * nfiles / len(names)) / t_tar, 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=10000)
+    ap.add_argument("--scp-files", type=int, default=10000, help="time this many scp calls (extrapolated to --files)")
+    ap.add_argument("--components", type=int, default=2000)
+    ap.add_argument("--skip-runs", action="store_true")
+    args = ap.parse_args()
+    site = start_site("scbb")
+    control = Path(tempfile.mkdtemp(prefix="scbc-", dir="/tmp"))
+    tmp = Path(tempfile.mkdtemp(prefix="scb-linkbench-"))
+    tmp.chmod(0o755)
+    try:
+        print(f"site: {site.mode_note}")
+        app = make_app(site, tmp / "h", control)
+        link = OpenSshLink("mu", app.site("mu"))
+        link.start(0)
+        results = {}
+        if not args.skip_runs:
+            small = invocations_per_run(app, 200, "inv200")
+            big = invocations_per_run(app, args.components, f"inv{args.components}")
+            results["invocations"] = [small, big]
+            for r in (small, big):
+                print(f"{r['components']:>6} components: exec {r['exec_invocations']} ssh invocations, "
+                      f"final poll {r['last_poll_invocations']} ({r['polls']} polls), {r['state']} in {r['seconds']} s")  # fmt: skip
+        p = push_figures(app, site, args.files, min(args.scp_files, args.files), tmp)
+        results["push"] = p
+        print(f"push {p['files']} files of 20 kB over the master:")
+        print(f"  (a) one scp per file : {p['a_scp_per_file_s']:>8} s for {p['a_scp_files_timed']} files"
+              + (f" (~{p['a_scp_per_file_s_extrapolated']} s for all)" if "a_scp_per_file_s_extrapolated" in p else ""))
+        print(f"  (b) tar | ssh tar x  : {p['b_tar_stream_s']:>8} s")
+        print(f"  (c) scbundle push    : {p['c_scbundle_push_s']:>8} s   = {p['c_over_b']}x (b)   [(a) = {p['a_over_b']}x (b)]")
+        print(json.dumps(results))
+        link.stop()
+    finally:
+        site.stop()
+        shutil.rmtree(control, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

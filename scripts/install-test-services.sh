@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Install what the real ssh test site (tests/sitekit.py) needs, from Debian's packages:
+# sshd + ssh client, pam_oath + oathtool, ip (network namespaces), procps.
+# Idempotent: installs only when a package is missing, runs `apt-get update` at most once, and never
+# starts (or leaves running) the system's ssh service: the test site runs its own sshds.
+set -euo pipefail
+
+PKGS=(openssh-server openssh-client libpam-oath oathtool iproute2 procps)
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+  echo "install-test-services: no dpkg here; install ${PKGS[*]} (or equivalents) by hand" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q ' installed$'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-test-services: all present (${PKGS[*]}); nothing to do"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-test-services: missing ${missing[*]}; run this script as root (it uses apt-get)" >&2
+  exit 1
+fi
+
+# Debian's openssh-server postinst starts ssh through invoke-rc.d / deb-systemd-invoke, both of which
+# ask policy-rc.d first: 101 = "action forbidden". Ours exists only during the install.
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\n# install-test-services.sh: no service starts during this install\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  own_policy=1
+fi
+cleanup() { if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi; }
+trap cleanup EXIT
+
+was_sshd_running=0
+if pgrep -x sshd >/dev/null 2>&1 || [ -e /run/sshd.pid ]; then was_sshd_running=1; fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null
+
+# A policy-rc.d that was already there may have allowed the start: undo a start that was not there before.
+stopped=""
+if [ "$was_sshd_running" = 0 ] && [ -e /run/sshd.pid ]; then
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+  else
+    kill "$(cat /run/sshd.pid)" 2>/dev/null || true
+  fi
+  stopped="; stopped the system sshd the install started"
+fi
+
+if [ "$own_policy" = 1 ]; then how="service starts blocked by a temporary policy-rc.d"; else how="existing policy-rc.d kept"; fi
+echo "install-test-services: installed ${missing[*]} (apt-get update + install; ${how})${stopped}"
