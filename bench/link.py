@@ -35,11 +35,11 @@ from scbundle.db.migrate import upgrade  # noqa: E402
 from scbundle.db.session import Database  # noqa: E402
 from scbundle.define import define  # noqa: E402
 from scbundle.demo import seed_demo  # noqa: E402
-from scbundle.exec import ensure_tools, exec_runs  # noqa: E402
+from scbundle.exec import ensure_tools, exec_runs, push_files  # noqa: E402
+from scbundle.resources import tool_argv  # noqa: E402
 from scbundle.link.openssh import OpenSshLink  # noqa: E402
 from scbundle.poll import poll_runs  # noqa: E402
 from scbundle.prepare import prepare  # noqa: E402
-from scbundle.transfer import write_push_tar  # noqa: E402
 
 
 def make_app(site, home: Path, control: Path) -> App:
@@ -148,8 +148,8 @@ def push_figures(app: App, site, nfiles: int, scp_files: int, tmp: Path) -> dict
     tools, py = app.tools_dir("mu"), app.site("mu").python
     pairs = [(str(src / n), f"{remote}/scb/{n}") for n in sorted(os.listdir(src))]
     t0 = time.perf_counter()
-    t.stream_in([py, "-S", f"{tools}/sc_remote.py", "unpack", "--root", app.site("mu").remote_root],
-                lambda o: write_push_tar(o, pairs))  # fmt: skip
+    push_files(t, tool_argv(py, tools, "sc_remote.py", "unpack", "--root", app.site("mu").remote_root), pairs,
+               streams=app.site("mu").push_streams)  # fmt: skip
     t_scb = time.perf_counter() - t0
     out["c_scbundle_push_s"] = round(t_scb, 2)
     out["c_over_b"] = round(t_scb / t_tar, 2)

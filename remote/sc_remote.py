@@ -14,6 +14,7 @@ system error (disk full, permission denied, broken pipe...).
 """
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -36,7 +37,13 @@ class Refused(Exception):
 
 
 def real_roots(roots) -> "list[str]":
-    return [os.path.realpath(r) for r in roots]
+    return list(_real_roots(tuple(roots)))
+
+
+@functools.lru_cache(maxsize=16)
+def _real_roots(roots) -> "tuple[str, ...]":
+    # the roots are fixed for the life of one tool process: resolve them once
+    return tuple(os.path.realpath(r) for r in roots)
 
 
 def _inside(path: str, root: str) -> bool:
@@ -129,7 +136,7 @@ def cmd_missing(args) -> int:
 # unpack
 
 
-def member_path(member, roots) -> str:
+def member_path(member, roots, made=None) -> str:
     """The absolute destination of a tar member, or Refused."""
     name = member.name
     if not name or "\0" in name:
@@ -154,7 +161,12 @@ def member_path(member, roots) -> str:
         raise Refused("tar member %r is a fifo" % name)
     else:
         raise Refused("tar member %r has unsupported type %r" % (name, member.type))
-    if path == "/" or not within_roots(path, roots):
+    if path == "/":
+        raise Refused("tar member %r is the root directory" % name)
+    if made is not None and member.isreg() and os.path.dirname(path) in made \
+            and not os.path.islink(path):
+        return path  # its directory was resolved inside the roots already (one check a dir)
+    if not within_roots(path, roots):
         raise Refused("tar member %r (%s) is not under any --root (%s)"
                       % (name, path, ", ".join(roots)))
     return path
@@ -183,10 +195,13 @@ def _open_part(part: str, mode: int) -> int:
         return os.open(part, flags, mode)
 
 
-def unpack_file(tf, member, path, roots, made=None) -> int:
+def unpack_file(tf, member, path, roots, made=None, fsync=False) -> int:
     """Write one regular member through <path>.part.<pid>; returns its size."""
-    make_dirs(os.path.dirname(path), roots, made)
-    if not within_roots(path, roots):
+    parent = os.path.dirname(path)
+    make_dirs(parent, roots, made)
+    # member_path() checked the path; the parent was just resolved inside the roots; only a
+    # symlink in the last component could still lead out (and .part is opened O_NOFOLLOW)
+    if os.path.islink(path) and not within_roots(path, roots):
         raise Refused("tar member %r resolves outside the roots" % member.name)
     if os.path.isdir(path) and not os.path.islink(path):
         raise Refused("tar member %r: %s is a directory" % (member.name, path))
@@ -208,7 +223,8 @@ def unpack_file(tf, member, path, roots, made=None) -> int:
                 dst.write(chunk)
                 n += len(chunk)
             dst.flush()
-            os.fsync(dst.fileno())
+            if fsync:
+                os.fsync(dst.fileno())
         if n != member.size:
             raise Refused("tar member %r: got %d bytes, header says %d"
                           % (member.name, n, member.size))
@@ -250,12 +266,12 @@ def cmd_unpack(args) -> int:
             except tarfile.TarError as e:
                 raise Refused("bad tar stream after %d files: %s" % (files, e))
             del tf.members[:]  # stream mode: keep memory flat over many members
-            path = member_path(member, roots)
+            path = member_path(member, roots, made)
             if member.isdir():
                 make_dirs(path, roots, made)
                 continue
             try:
-                total += unpack_file(tf, member, path, roots, made)
+                total += unpack_file(tf, member, path, roots, made, fsync=args.fsync)
             except tarfile.TarError as e:
                 raise Refused("tar member %r is cut short: %s" % (member.name, e))
             files += 1
@@ -348,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text)
         sp.add_argument("--root", action="append", required=True, metavar="DIR",
                         help="a directory every path must lie under (repeatable)")
+        if name == "unpack":
+            sp.add_argument("--fsync", action="store_true",
+                            help="fsync each file before renaming it into place (power-loss "
+                                 "durability; without it a killed transfer still never leaves "
+                                 "a partial file under its final name)")
         sp.set_defaults(func=func)
     return p
 

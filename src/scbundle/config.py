@@ -107,6 +107,7 @@ class Site(_Strict):
     max_walltime: str = "12:00:00"
     python: str = "python3"
     drop_hours: Annotated[float, Field(gt=0)] = 12.0
+    push_streams: Annotated[int, Field(gt=0, le=8)] = 2  # parallel tar streams for the missing inputs
 
     _abs = field_validator("remote_root", "permanent_root")(classmethod(lambda cls, v: _absolute_posix(v)))
 

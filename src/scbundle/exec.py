@@ -8,7 +8,9 @@ Costs a fixed number of link invocations per run, whatever the number of compone
 
 from __future__ import annotations
 
+import os
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from .db.models import RemoteComponent, RemoteRun
 from .errors import CommandError, LinkDownError, ScbundleError
 from .failpoints import failpoint
 from .link import Transport
-from .resources import remote_dir, remote_files
+from .resources import remote_dir, remote_files, tool_argv
 from .schedulers.base import SubmitContext
 from .states import ComponentState, Fault, RunState
 from .transfer import write_push_tar, write_text_tar
@@ -73,6 +75,35 @@ def ensure_tools(app: App, t: Transport, site_name: str) -> None:  # noqa: D103
     t.stream_in(["sh", "-c", script], lambda out: write_text_tar(out, files))
 
 
+def split_by_size(files: list[tuple[str, str]], sizes: dict[str, int], k: int) -> list[list[tuple[str, str]]]:
+    """Deal files to ``k`` streams, largest first, so the streams carry similar byte counts."""
+    groups: list[list[tuple[str, str]]] = [[] for _ in range(max(1, min(k, len(files))))]
+    loads = [0] * len(groups)
+    for pair in sorted(files, key=lambda p: -sizes.get(p[1], 0)):
+        i = loads.index(min(loads))
+        groups[i].append(pair)
+        loads[i] += sizes.get(pair[1], 0)
+    return groups
+
+
+def push_files(t: Transport, argv: list[str], files: list[tuple[str, str]], *, streams: int, on_file=None) -> None:
+    """A few tar streams in parallel over the link, each into the remote unpacker."""
+    sizes = {remote: os.stat(local).st_size for local, remote in files}
+    groups = split_by_size(files, sizes, streams)
+    if len(groups) == 1:
+        t.stream_in(argv, lambda out: write_push_tar(out, groups[0], on_file=on_file))
+        return
+    with ThreadPoolExecutor(len(groups)) as pool:
+        futures = [pool.submit(t.stream_in, argv, lambda out, g=g: write_push_tar(out, g, on_file=on_file)) for g in groups]
+        errors = [f.exception() for f in futures]
+    for err in errors:  # a dropped link outranks any other failure: the run must go to auth
+        if isinstance(err, LinkDownError):
+            raise err
+    for err in errors:
+        if err is not None:
+            raise err
+
+
 def _read_requirements(path_base: Path) -> list[tuple[str, str, int]]:
     rows = []
     for line in (path_base / "requirements.tsv").read_text().splitlines():
@@ -101,20 +132,20 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Tran
         raise ScbundleError(f"bundle {path_base} is missing: run `scbundle prepare {run.stage} --remote-id {run.remote_id}` again", remote_id=run.remote_id)
 
     ensure_tools(app, t, run.site)
-    t.stream_in([py, f"{tools}/sc_remote.py", "unpack", *roots], lambda out: write_text_tar(out, _bundle_files(path_base, ctx.run_dir)))
+    t.stream_in(tool_argv(py, tools, "sc_remote.py", "unpack", *roots), lambda out: write_text_tar(out, _bundle_files(path_base, ctx.run_dir)))
     reqs = _read_requirements(path_base)
     listing = "".join(f"{remote}\t{size}\n" for _, remote, size in reqs).encode()
-    missing_out = t.run([py, f"{tools}/sc_remote.py", "missing", *roots], input=listing).text
+    missing_out = t.run(tool_argv(py, tools, "sc_remote.py", "missing", *roots), input=listing).text
     wanted = {line.split("\t")[0] for line in missing_out.splitlines() if line}
     to_push = [(local, remote) for local, remote, _ in reqs if remote in wanted]
     nbytes = sum(size for _, remote, size in reqs if remote in wanted)
     if to_push:
-        if progress and app.console.is_terminal:
-            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=app.console, transient=True) as bar:
-                task = bar.add_task(f"push {len(to_push)} files", total=nbytes)
-                t.stream_in([py, f"{tools}/sc_remote.py", "unpack", *roots], lambda out: write_push_tar(out, to_push, on_file=lambda n: bar.advance(task, n)))
-        else:
-            t.stream_in([py, f"{tools}/sc_remote.py", "unpack", *roots], lambda out: write_push_tar(out, to_push))
+        argv = tool_argv(py, tools, "sc_remote.py", "unpack", *roots)
+        show = progress and app.console.is_terminal
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=app.console, transient=True, disable=not show) as bar:  # fmt: skip
+            task = bar.add_task(f"push {len(to_push)} files", total=nbytes)
+            push_files(t, argv, to_push, streams=site.push_streams, on_file=lambda n: bar.advance(task, n))
     failpoint("exec.pushed")
     done = t.run(sched.submit_argv(ctx))
     job_id = sched.parse_submit(done.text)

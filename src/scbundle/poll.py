@@ -21,6 +21,7 @@ from .exec import StepReport, remote_roots_args, submit_context
 from .link import Transport
 from .pathmap import PathMap
 from .replay import ComponentResult, read_results
+from .resources import tool_argv
 from .schedulers.base import JobState, JobStatus
 from .states import ComponentState, Fault, RunState, fault_from_exit
 from .transfer import extract_returned
@@ -83,7 +84,7 @@ def pull_results(app: App, run: RemoteRun, t: Transport) -> tuple[Path, set[int]
     def consume(stream) -> None:
         got["r"] = extract_returned(stream, destinations, roots)
 
-    t.stream_out([site.python, f"{ctx.tools_dir}/sc_remote.py", "pack", *remote_roots_args(app, run.site)], consume, input=listing)
+    t.stream_out(tool_argv(site.python, ctx.tools_dir, "sc_remote.py", "pack", *remote_roots_args(app, run.site)), consume, input=listing)
     received = got["r"].indices
     n_job = len(job_files)
     return returned, {i - n_job for i in received if i >= n_job}

@@ -21,6 +21,7 @@ from .errors import UnsafeArchiveError
 
 SHA_KEY = "SCBUNDLE.sha256"
 _CHUNK = 1 << 20
+_SMALL = 64 << 20  # files up to this size are read into memory once
 
 
 def _sha256_file(path: str) -> str:
@@ -35,16 +36,22 @@ def write_push_tar(out: IO[bytes], files: Iterable[tuple[str, str]], *, on_file=
     """Stream (local path, remote path) pairs as a PAX tar with a sha256 per member."""
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for local, remote in files:
-            st = os.stat(local)
-            info = tarfile.TarInfo(remote.lstrip("/"))
-            info.size = st.st_size
-            info.mtime = int(st.st_mtime)
-            info.mode = 0o644
-            info.pax_headers = {SHA_KEY: _sha256_file(local)}
             with open(local, "rb") as f:
-                tar.addfile(info, f)
+                st = os.fstat(f.fileno())
+                info = tarfile.TarInfo(remote.lstrip("/"))
+                info.size = st.st_size
+                info.mtime = int(st.st_mtime)
+                info.mode = 0o644
+                if st.st_size <= _SMALL:  # read once: hash and send the same bytes
+                    data = f.read()
+                    info.size = len(data)
+                    info.pax_headers = {SHA_KEY: hashlib.sha256(data).hexdigest()}
+                    tar.addfile(info, io.BytesIO(data))
+                else:
+                    info.pax_headers = {SHA_KEY: _sha256_file(local)}
+                    tar.addfile(info, f)
             if on_file is not None:
-                on_file(st.st_size)
+                on_file(info.size)
 
 
 def write_text_tar(out: IO[bytes], files: Mapping[str, bytes]) -> None:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SITE, write_config
+from linkkit import SITE, write_config
 from scbundle.config import load_config
 from scbundle.errors import CommandError, HostKeyError
 from scbundle.link import transport_for
+from scbundle.resources import tool_argv
 from scbundle.transfer import extract_returned, write_push_tar
 
 pytestmark = pytest.mark.slow
@@ -70,11 +71,11 @@ def test_stream_in_and_out_through_the_remote_tools(transport, sshenv, tmp_path)
         p.write_bytes(hashlib.sha256(str(i).encode()).digest() * (i * 37 + 1))
         files.append((str(p), f"{cfg.site(SITE).remote_root}/contract/f{i}.bin"))
     before = transport.invocations
-    transport.stream_in([py, f"{tools}/sc_remote.py", "unpack", *roots], lambda out: write_push_tar(out, files))
+    transport.stream_in(tool_argv(py, tools, "sc_remote.py", "unpack", *roots), lambda out: write_push_tar(out, files))
     listing = "".join(r + "\n" for _, r in files).encode()
     dest = tmp_path / "back"
     got = {}
-    transport.stream_out([py, f"{tools}/sc_remote.py", "pack", *roots],
+    transport.stream_out(tool_argv(py, tools, "sc_remote.py", "pack", *roots),
                          lambda s: got.setdefault("r", extract_returned(s, {i: dest / f"g{i}" for i in range(50)}, [dest])),
                          input=listing)  # fmt: skip
     assert transport.invocations - before == 2  # one invocation each way, whatever the file count

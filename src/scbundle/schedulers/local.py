@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 
 from ..errors import CommandError
+from ..resources import tool_argv
 from .base import JobState, JobStatus, SubmitContext
 
 _STATES = {
@@ -22,12 +23,12 @@ class LocalScheduler:
     job_template = "slurm/job.sh.j2"
 
     def submit_argv(self, ctx: SubmitContext) -> list[str]:
-        return [
-            ctx.python, f"{ctx.tools_dir}/sc_localjob.py", "submit",
+        return tool_argv(
+            ctx.python, ctx.tools_dir, "sc_localjob.py", "submit",
             "--registry", ctx.registry, "--name", ctx.job_name, "--workdir", ctx.run_dir,
             "--output", f"{ctx.run_dir}/job.out", "--path-prepend", f"{ctx.tools_dir}/bin",
             "--", "bash", ctx.script,
-        ]  # fmt: skip
+        )  # fmt: skip
 
     def parse_submit(self, stdout: str) -> str:
         text = stdout.strip()
@@ -36,7 +37,7 @@ class LocalScheduler:
         return text
 
     def status_argv(self, ctx: SubmitContext, job_ids: Sequence[str]) -> list[str]:
-        argv = [ctx.python, f"{ctx.tools_dir}/sc_localjob.py", "status", "--registry", ctx.registry]
+        argv = tool_argv(ctx.python, ctx.tools_dir, "sc_localjob.py", "status", "--registry", ctx.registry)
         for j in job_ids:
             argv += ["--job", j]
         return argv
@@ -59,4 +60,4 @@ class LocalScheduler:
         return out
 
     def cancel_argv(self, ctx: SubmitContext, job_id: str) -> list[str]:
-        return [ctx.python, f"{ctx.tools_dir}/sc_localjob.py", "cancel", "--registry", ctx.registry, job_id]
+        return tool_argv(ctx.python, ctx.tools_dir, "sc_localjob.py", "cancel", "--registry", ctx.registry, job_id)

@@ -1,0 +1,145 @@
+"""Helpers for scbundle against the real ssh test site: a config per test, a short control
+directory, and `link start` typed through a pseudo-terminal the way a person would."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+
+from sitekit import TestSite
+
+SITE = "mu"
+
+
+def toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass
+class SshEnv:
+    site: TestSite
+    home: Path
+    config: Path
+    control_dir: Path
+    user: str
+    env: dict[str, str]
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "scbundle.db"
+
+    @property
+    def local_data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def remote_data(self) -> Path:
+        return self.site.remote_root / self.home.name / "data"
+
+    @property
+    def permanent(self) -> Path:
+        return self.site.permanent_root / self.home.name
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 300, failpoint: str | None = None) -> subprocess.CompletedProcess:
+        env = dict(self.env)
+        if failpoint:
+            env["SCBUNDLE_FAILPOINT"] = failpoint
+        p = subprocess.run([sys.executable, "-m", "scbundle.cli", "--config", str(self.config), *args],
+                           env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+        if check and p.returncode != 0:
+            raise AssertionError(f"scbundle {' '.join(args)} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "scbundle.cli", "--config", str(self.config), *args],
+                                env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)  # fmt: skip
+
+    def q(self, sql: str, *args: object) -> list[tuple]:
+        with sqlite3.connect(self.db_path) as c:
+            return c.execute(sql, args).fetchall()
+
+    def link_start(self, *extra: str, user: str | None = None, expect_ok: bool = True, timeout: float = 60) -> str:
+        """Run `scbundle link start` in a pseudo-terminal and type the site's prompts."""
+        who = user or self.user
+        child = pexpect.spawn(sys.executable, ["-m", "scbundle.cli", "--config", str(self.config), "link", "start", *extra],
+                              env=self.env, encoding="utf-8", timeout=timeout)  # fmt: skip
+        seen = []
+        try:
+            while True:
+                i = child.expect([r"(?i)one-time password[^\n]*:", r"(?i)password:", pexpect.EOF])
+                seen.append(child.before + (child.after if isinstance(child.after, str) else ""))
+                if i == 0:
+                    child.sendline(self.site.totp(who))
+                elif i == 1:
+                    child.sendline(self.site.users[who].password)
+                else:
+                    break
+        finally:
+            child.close()
+        out = "".join(seen)
+        if expect_ok:
+            assert child.exitstatus == 0, f"link start failed ({child.exitstatus}, signal {child.signalstatus}):\n{out}\n{self.site.log_tail()}"
+        return out
+
+    def master_pid(self) -> int | None:
+        import json
+
+        p = self.cli("link", "check", "--json", check=False)
+        rows = json.loads(p.stdout) if p.stdout.strip() else []
+        return rows[0]["pid"] if rows and rows[0]["up"] else None
+
+    def wait_for(self, predicate, timeout: float = 120, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+def write_config(path: Path, home: Path, site: TestSite, user: str, control_dir: Path, *, link: str = "ssh",
+                 known_hosts: Path | None = None, identity: Path | None = None) -> None:  # fmt: skip
+    remote = site.remote_root / home.name
+    perm = site.permanent_root / home.name
+    u = site.users[user]
+    ssh = {
+        "hosts": [site.front_host], "user": user, "port": site.front_port,
+        "bastion": site.bastion_host, "bastion_port": site.bastion_port,
+        "known_hosts": str(known_hosts or site.known_hosts), "control_dir": str(control_dir),
+    }  # fmt: skip
+    key = identity or u.key
+    if key:
+        ssh["identity"] = str(key)
+    db_url = "sqlite:///" + str(home / "scbundle.db")
+    lines = [
+        f"database = {toml_value(db_url)}",
+        f"workdir = {toml_value(home / 'work')}",
+        f"default_site = {toml_value(SITE)}",
+        "[stages.chip]", "threads = 1", "cost_seconds = 0.05",
+        f"[sites.{SITE}]", f"link = {toml_value(link)}", 'scheduler = "local"',
+        f"remote_root = {toml_value(remote)}", f"permanent_root = {toml_value(perm)}",
+        "cores_per_node = 2", "max_nodes = 1", "fill_factor = 0.8", 'max_walltime = "01:00:00"',
+        f"python = {toml_value(site.python)}",
+        f"[[sites.{SITE}.paths]]", f"local = {toml_value(home / 'data')}", f"remote = {toml_value(remote / 'data')}",
+        f"[sites.{SITE}.ssh]", *(f"{k} = {toml_value(v)}" for k, v in ssh.items()),
+    ]  # fmt: skip
+    others = [n for n in site.otp_users if n != user]
+    for other in others:
+        lines += [f"[sites.{SITE}.ssh.users.{other}]", f"identity = {toml_value(site.users[other].key)}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
