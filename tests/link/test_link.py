@@ -47,6 +47,18 @@ def test_link_start_check_stop(sshenv):
     assert sshenv.cli("link", "check", check=False).returncode == 1
 
 
+def test_link_check_warns_in_the_last_hour_before_the_drop(sshenv):
+    from linkkit import write_config
+
+    write_config(sshenv.config, sshenv.home, sshenv.site, sshenv.user, sshenv.control_dir, drop_hours=0.9)
+    sshenv.link_start()
+    p = sshenv.cli("link", "check")
+    assert "drop soon" in p.stdout
+    assert "warning: the link to" in p.stderr and "drops in 0h5" in p.stderr
+    rows = json.loads(sshenv.cli("link", "check", "--json").stdout)
+    assert rows[0]["warn"] is True and 0 < rows[0]["left_s"] < 0.9 * 3600
+
+
 def test_demo_bundle_through_the_site_to_full(sshenv):
     sshenv.link_start()
     rid = define_run(sshenv, 200)

@@ -83,3 +83,39 @@ def test_push_tar_carries_checksums(tmp_path):
         (m,) = t.getmembers()
     assert m.name == "remote/root/x.bin"
     assert m.pax_headers[SHA_KEY] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_lean_writer_is_read_alike_by_tarfile_gnu_tar_and_the_remote_reader(tmp_path, monkeypatch):
+    import hashlib
+    import importlib.util
+    import subprocess
+
+    import scbundle.transfer as tr
+    from scbundle.resources import remote_dir
+
+    files = []
+    for i, size in enumerate([0, 1, 511, 512, 513, 70000]):
+        p = tmp_path / f"in{i}"
+        p.write_bytes(os.urandom(size))
+        files.append((str(p), f"/remote/{'d' * 120}/f{i} with space"))
+    buf = io.BytesIO()
+    monkeypatch.setattr(tr, "_SMALL", 600)  # the two larger files take the streaming branch
+    write_push_tar(buf, files)
+    raw = buf.getvalue()
+    assert len(raw) % 512 == 0 and raw.endswith(bytes(1024))
+    with tarfile.open(fileobj=io.BytesIO(raw)) as t:
+        got = {m.name: (t.extractfile(m).read(), m.pax_headers[SHA_KEY]) for m in t}
+    for local, remote in files:
+        data = open(local, "rb").read()
+        assert got[remote.lstrip("/")] == (data, hashlib.sha256(data).hexdigest())
+    spec = importlib.util.spec_from_file_location("sc_remote_under_test", remote_dir() / "sc_remote.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ts = mod.TarStream(io.BytesIO(raw))
+    seen = {m.name: ts.extractfile(m).read() for m in ts}
+    assert seen == {k: v[0] for k, v in got.items()}
+    out = tmp_path / "gnu"
+    out.mkdir()
+    subprocess.run(["tar", "-x", "-f", "-", "-C", str(out)], input=raw, check=True, capture_output=True)
+    for local, remote in files:
+        assert (out / remote.lstrip("/")).read_bytes() == open(local, "rb").read()

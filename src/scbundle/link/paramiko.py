@@ -126,14 +126,14 @@ class ParamikoTransport(Transport):
                 chan = conn.transport.open_session(timeout=self.ssh.connect_timeout)
                 chan.exec_command(remote_command(argv))
                 return chan
-            except paramiko.ChannelException as err:
-                # the server refused this one session (its MaxSessions still counts sessions we
-                # just closed): the connection is fine, so wait a little and ask again
+            except (paramiko.SSHException, OSError, EOFError) as err:
+                if conn.transport is None or not conn.transport.is_active():
+                    self.close()
+                    raise LinkDownError(f"link to site {self.site_name} dropped: {err}") from None
+                # the connection is up but refused this one session (sshd's MaxSessions still
+                # counts sessions we have just closed): wait a little and ask again
                 last = err
                 time.sleep(min(0.5, 0.05 * (attempt + 1)))
-            except (paramiko.SSHException, OSError, EOFError) as err:
-                self.close()
-                raise LinkDownError(f"link to site {self.site_name} dropped: {err}") from None
         raise LinkDownError(f"site {self.site_name} keeps refusing new sessions: {last}")
 
     def _finish(self, argv: Sequence[str], chan: paramiko.Channel, out: bytes, err: bytearray, check: bool) -> Completed:
@@ -150,34 +150,18 @@ class ParamikoTransport(Transport):
     # -- the three verbs -------------------------------------------------------------------
     def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True, timeout: float | None = None) -> Completed:
         self.invocations += 1
+        return self._feed(argv, lambda w: w.write(input) if input else None, check, timeout)
+
+    def stream_in(self, argv: Sequence[str], producer: Callable[[IO[bytes]], None], *, check: bool = True) -> Completed:
+        self.invocations += 1
+        return self._feed(argv, producer, check, None)
+
+    def _feed(self, argv: Sequence[str], producer: Callable[[IO[bytes]], object], check: bool, timeout: float | None) -> Completed:
+        """Run ``argv``, ``producer`` writing its stdin, stdout and stderr collected."""
         with self._sessions:
             chan = self._open(argv)
             if timeout is not None:
                 chan.settimeout(timeout)
-            out, err = bytearray(), bytearray()
-            threads = [
-                threading.Thread(target=_drain, args=(chan.recv, out, None), daemon=True),
-                threading.Thread(target=_drain, args=(chan.recv_stderr, err, STDERR_KEEP), daemon=True),
-            ]
-            for t in threads:
-                t.start()
-            try:
-                if input:
-                    chan.sendall(input)
-                chan.shutdown_write()
-            except OSError:
-                pass
-            return self._finish_collect(argv, chan, threads, out, err, check)
-
-    def _finish_collect(self, argv, chan, threads, out: bytearray, err: bytearray, check: bool) -> Completed:
-        for t in threads:
-            t.join()
-        return self._finish(argv, chan, bytes(out), err, check)
-
-    def stream_in(self, argv: Sequence[str], producer: Callable[[IO[bytes]], None], *, check: bool = True) -> Completed:
-        self.invocations += 1
-        with self._sessions:
-            chan = self._open(argv)
             out, err = bytearray(), bytearray()
             threads = [
                 threading.Thread(target=_drain, args=(chan.recv, out, None), daemon=True),
@@ -193,7 +177,9 @@ class ParamikoTransport(Transport):
                 chan.shutdown_write()
             except OSError:
                 pass
-            return self._finish_collect(argv, chan, threads, out, err, check)
+            for t in threads:
+                t.join()
+            return self._finish(argv, chan, bytes(out), err, check)
 
     def stream_out(self, argv: Sequence[str], consumer: Callable[[IO[bytes]], None], *, input: bytes = b"", check: bool = True) -> Completed:
         self.invocations += 1
