@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,7 +105,7 @@ def invocations_per_run(app: App, n: int, label: str) -> dict:
     }  # fmt: skip
 
 
-def push_figures(app: App, site, nfiles: int, scp_files: int, tmp: Path) -> dict:
+def push_figures(app: App, site, nfiles: int, scp_files: int, tmp: Path, streams: int | None, rounds: int) -> dict:
     src = tmp / "small"
     src.mkdir()
     for i in range(nfiles):
@@ -131,27 +132,37 @@ def push_figures(app: App, site, nfiles: int, scp_files: int, tmp: Path) -> dict
     if len(names) < nfiles:
         out["a_scp_per_file_s_extrapolated"] = round(t_scp * nfiles / len(names), 1)
 
-    # (b) tar c | ssh tar x
-    d = fresh("tar")
-    t0 = time.perf_counter()
-    tar = subprocess.Popen(["tar", "-c", "-C", str(src), "."], stdout=subprocess.PIPE)
-    subprocess.run(["ssh", "-F", conf, alias, f"tar -x -C {d}"], stdin=tar.stdout, check=True)
-    tar.wait()
-    t_tar = time.perf_counter() - t0
-    out["b_tar_stream_s"] = round(t_tar, 2)
-
-    # (c) scbundle's push: checksummed tar into sc_remote.py unpack, through the transport
-    fresh("scb")
+    # (b) tar c | ssh tar x and (c) scbundle's push (a checksummed pax stream into
+    # remote/sc_remote.py unpack, through the transport), alternated over a few rounds: the
+    # disk's writeback makes single timings noisy here, so medians are reported
     t = app.transport("mu")
     assert t.link_up()
     ensure_tools(app, t, "mu")
     tools, py = app.tools_dir("mu"), app.site("mu").python
-    pairs = [(str(src / n), f"{remote}/scb/{n}") for n in sorted(os.listdir(src))]
-    t0 = time.perf_counter()
-    push_files(t, tool_argv(py, tools, "sc_remote.py", "unpack", "--root", app.site("mu").remote_root), pairs,
-               streams=app.site("mu").push_streams)  # fmt: skip
-    t_scb = time.perf_counter() - t0
+    n_streams = streams or app.site("mu").push_streams
+    tb, tc = [], []
+    for r in range(rounds):
+        d = fresh("tar")
+        os.sync()
+        t0 = time.perf_counter()
+        tar = subprocess.Popen(["tar", "-c", "-C", str(src), "."], stdout=subprocess.PIPE)
+        subprocess.run(["ssh", "-F", conf, alias, f"tar -x -C {d}"], stdin=tar.stdout, check=True)
+        tar.wait()
+        tb.append(time.perf_counter() - t0)
+        fresh("scb")
+        pairs = [(str(src / n), f"{remote}/scb/{n}") for n in sorted(os.listdir(src))]
+        os.sync()
+        t0 = time.perf_counter()
+        push_files(t, tool_argv(py, tools, "sc_remote.py", "unpack", "--root", app.site("mu").remote_root), pairs,
+                   streams=n_streams)  # fmt: skip
+        tc.append(time.perf_counter() - t0)
+    t_tar, t_scb = statistics.median(tb), statistics.median(tc)
+    out["rounds"] = rounds
+    out["b_tar_stream_s"] = round(t_tar, 2)
+    out["b_all_s"] = [round(x, 2) for x in tb]
     out["c_scbundle_push_s"] = round(t_scb, 2)
+    out["c_all_s"] = [round(x, 2) for x in tc]
+    out["c_streams"] = n_streams
     out["c_over_b"] = round(t_scb / t_tar, 2)
     out["a_over_b"] = round((t_scp * nfiles / len(names)) / t_tar, 1)
     return out
@@ -163,6 +174,8 @@ def main() -> None:
     ap.add_argument("--scp-files", type=int, default=10000, help="time this many scp calls (extrapolated to --files)")
     ap.add_argument("--components", type=int, default=2000)
     ap.add_argument("--skip-runs", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3, help="(b) and (c) alternate this many times; medians reported")
+    ap.add_argument("--streams", type=int, default=None, help="push streams for (c) (default: the site's push_streams)")
     args = ap.parse_args()
     site = start_site("scbb")
     control = Path(tempfile.mkdtemp(prefix="scbc-", dir="/tmp"))
@@ -181,13 +194,14 @@ def main() -> None:
             for r in (small, big):
                 print(f"{r['components']:>6} components: exec {r['exec_invocations']} ssh invocations, "
                       f"final poll {r['last_poll_invocations']} ({r['polls']} polls), {r['state']} in {r['seconds']} s")  # fmt: skip
-        p = push_figures(app, site, args.files, min(args.scp_files, args.files), tmp)
+        p = push_figures(app, site, args.files, min(args.scp_files, args.files), tmp, args.streams, args.rounds)
         results["push"] = p
         print(f"push {p['files']} files of 20 kB over the master:")
         print(f"  (a) one scp per file : {p['a_scp_per_file_s']:>8} s for {p['a_scp_files_timed']} files"
               + (f" (~{p['a_scp_per_file_s_extrapolated']} s for all)" if "a_scp_per_file_s_extrapolated" in p else ""))
-        print(f"  (b) tar | ssh tar x  : {p['b_tar_stream_s']:>8} s")
-        print(f"  (c) scbundle push    : {p['c_scbundle_push_s']:>8} s   = {p['c_over_b']}x (b)   [(a) = {p['a_over_b']}x (b)]")
+        print(f"  (b) tar | ssh tar x  : {p['b_tar_stream_s']:>8} s   (median of {p['b_all_s']})")
+        print(f"  (c) scbundle push    : {p['c_scbundle_push_s']:>8} s   (median of {p['c_all_s']}, {p['c_streams']} streams)"
+              f" = {p['c_over_b']}x (b)   [(a) = {p['a_over_b']}x (b)]")
         print(json.dumps(results))
         link.stop()
     finally:
