@@ -39,7 +39,6 @@ from scbundle.demo import seed_demo  # noqa: E402
 from scbundle.exec import ensure_tools, exec_runs, push_files  # noqa: E402
 from scbundle.resources import tool_argv  # noqa: E402
 from scbundle.link.openssh import OpenSshLink  # noqa: E402
-from scbundle.poll import poll_runs  # noqa: E402
 from scbundle.prepare import prepare  # noqa: E402
 
 
@@ -141,7 +140,7 @@ def push_figures(app: App, site, nfiles: int, scp_files: int, tmp: Path, streams
     tools, py = app.tools_dir("mu"), app.site("mu").python
     n_streams = streams or app.site("mu").push_streams
     tb, tc = [], []
-    for r in range(rounds):
+    for _ in range(rounds):
         d = fresh("tar")
         os.sync()
         t0 = time.perf_counter()

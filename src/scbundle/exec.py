@@ -59,7 +59,7 @@ def remote_roots_args(app: App, site_name: str) -> list[str]:
     return args
 
 
-def ensure_tools(app: App, t: Transport, site_name: str) -> None:  # noqa: D103
+def ensure_tools(app: App, t: Transport, site_name: str) -> None:
     """Ship remote/ to its content-addressed directory once; a partial copy never counts."""
     tools = app.tools_dir(site_name)
     if t.run(["test", "-f", f"{tools}/.complete"], check=False).returncode == 0:

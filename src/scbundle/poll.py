@@ -90,7 +90,8 @@ def pull_results(app: App, run: RemoteRun, t: Transport) -> tuple[Path, set[int]
     return returned, {i - n_job for i in received if i >= n_job}
 
 
-def _fault_for_missing(job: JobStatus | None, job_exit: int | None) -> Fault:
+def _fault_for_missing(job: JobStatus | None) -> Fault:
+    """Components with no result: the job ran out of time (6), or died / was lost (2)."""
     if job is not None and job.state == JobState.TIMEOUT:
         return Fault.TIMEOUT
     return Fault.SYSTEM
@@ -178,7 +179,7 @@ def poll_run(app: App, run: RemoteRun, t: Transport) -> Polled:
     note = f"job {run.job_id} {state}" + (f", exit {job_exit}" if job_exit is not None else ", no exit marker")
     return apply_results(
         app, run.remote_id, results, products_back, _products(path_base),
-        missing_fault=_fault_for_missing(job, job_exit), job_note=note,
+        missing_fault=_fault_for_missing(job), job_note=note,
     )  # fmt: skip
 
 

@@ -9,7 +9,6 @@ anything else in a returned archive is refused and nothing is written outside.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tarfile
 import time

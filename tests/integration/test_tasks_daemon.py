@@ -75,3 +75,23 @@ def test_daemon_runs_prepare_exec_poll_and_stops_on_sigterm(cli):
     assert "SIGTERM: stopping at the next step boundary" in out and out.rstrip().endswith("stopped")
     assert "prepared remote_id 1" in out and "exec remote_id 1: job" in out and "poll remote_id 1: full" in out
     assert q(cli, "select count(*) from task_activity") == [(0,)]
+
+
+def test_daemon_polls_a_run_only_when_its_last_poll_is_old_enough(cli):
+    cli("db", "upgrade")
+    cli("demo-data", "--images", "4")
+    cli("define", "--label", "p", "--stage", "chip")
+    cli("prepare", "chip", "--remote-id", "1")
+    cli("exec", "--remote-id", "1")
+    exit_marker = cli.site_root / "permanent" / "runs" / "chip.1.a1" / "job.exit"
+    deadline = time.time() + 120
+    while not exit_marker.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    with sqlite3.connect(cli.db_path) as c:
+        c.execute("update remote_run set last_poll = datetime('now', '-10 minutes')")
+    before = q(cli, "select state, last_poll from remote_run")
+    out = cli("daemon", "--once", "--poll-seconds", "3600").stdout
+    assert "poll remote_id" not in out
+    assert q(cli, "select state, last_poll from remote_run") == before  # polled 10 min ago: not yet
+    out = cli("daemon", "--once", "--poll-seconds", "300").stdout
+    assert "poll remote_id 1: full" in out

@@ -3,11 +3,9 @@ directory, and `link start` typed through a pseudo-terminal the way a person wou
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path

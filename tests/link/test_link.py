@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from sitekit import TestSite
 
 pytestmark = pytest.mark.slow
 
@@ -216,7 +215,7 @@ def test_maintenance_script_reconnects_and_reverts_auth(sshenv):
     wrapper.chmod(0o755)
     script = Path(__file__).resolve().parents[2] / "ops" / "maintain-link"
     env = dict(sshenv.env, SCBUNDLE=str(wrapper))
-    for round_ in range(2):  # safe to run at any time: twice in a row
+    for _ in range(2):  # safe to run at any time: twice in a row
         child = pexpect.spawn("bash", [str(script)], env=env, encoding="utf-8", timeout=120)
         log = []
         while True:

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
-import tarfile
 import threading
 from pathlib import Path
 
