@@ -23,6 +23,7 @@ import sys
 import tarfile
 
 SHA_HEADER = "SCBUNDLE.sha256"
+_PID = os.getpid()
 CHUNK = 1 << 20
 EXIT_REFUSED = 3
 EXIT_OS = 2
@@ -331,11 +332,15 @@ def unpack_file(tf, member, path, roots, made=None, fsync=False) -> int:
     make_dirs(parent, roots, made)
     # member_path() checked the path; the parent was just resolved inside the roots; only a
     # symlink in the last component could still lead out (and .part is opened O_NOFOLLOW)
-    if os.path.islink(path) and not within_roots(path, roots):
+    try:
+        st_mode = os.lstat(path).st_mode  # one lstat for both checks
+    except FileNotFoundError:
+        st_mode = 0
+    if stat.S_ISLNK(st_mode) and not within_roots(path, roots):
         raise Refused("tar member %r resolves outside the roots" % member.name)
-    if os.path.isdir(path) and not os.path.islink(path):
+    if stat.S_ISDIR(st_mode):
         raise Refused("tar member %r: %s is a directory" % (member.name, path))
-    part = "%s.part.%d" % (path, os.getpid())
+    part = "%s.part.%d" % (path, _PID)
     expected = member.pax_headers.get(SHA_HEADER)
     mode = (member.mode & 0o755) | 0o600
     fd = _open_part(part, mode)
@@ -344,17 +349,20 @@ def unpack_file(tf, member, path, roots, made=None, fsync=False) -> int:
         h = hashlib.sha256()
         n = 0
         src = tf.extractfile(member)
-        with os.fdopen(fd, "wb") as dst:
+        try:
             while True:
                 chunk = src.read(CHUNK)
                 if not chunk:
                     break
                 h.update(chunk)
-                dst.write(chunk)
+                view = memoryview(chunk)
+                while view:  # raw writes: no buffered-file set-up per member
+                    view = view[os.write(fd, view):]
                 n += len(chunk)
-            dst.flush()
             if fsync:
-                os.fsync(dst.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         if n != member.size:
             raise Refused("tar member %r: got %d bytes, header says %d"
                           % (member.name, n, member.size))
