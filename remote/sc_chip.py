@@ -57,12 +57,12 @@ def _to_le_bytes(arr: array) -> bytes:
     return arr.tobytes()
 
 
-def _write_atomic(path: str, header: bytes, arr: array) -> None:
+def _write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write beside ``path`` and rename into place: a reader never sees half a file."""
     tmp = "%s.tmp.%d" % (path, os.getpid())
     try:
         with open(tmp, "wb") as f:
-            f.write(header)
-            f.write(_to_le_bytes(arr))
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -70,6 +70,10 @@ def _write_atomic(path: str, header: bytes, arr: array) -> None:
         except OSError:
             pass
         raise
+
+
+def _write_atomic(path: str, header: bytes, arr: array) -> None:
+    _write_bytes_atomic(path, header + _to_le_bytes(arr))
 
 
 def _check_size(width, height, n):
@@ -293,17 +297,7 @@ def _write_or_os_error(func, path, *args):
 
 
 def _write_text_atomic(path, text):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    _write_bytes_atomic(path, text.encode("utf-8"))
 
 
 STATS_NUMBERS = ("mean", "stdev", "median", "min", "max")

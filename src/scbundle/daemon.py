@@ -42,19 +42,17 @@ def one_pass(app: App, *, poll_seconds: float, label: str | None, prepare: bool,
             p = do_prepare(app, remote_id=rid, stage=stage)
             _log(f"prepared remote_id {rid}: {p.n_components} components, {p.n_missing} missing")
 
-    def exec_step() -> None:
-        rep = exec_runs(app, label=label, progress=False)
+    def report(step: str, rep, ok: Callable[[object], str]) -> None:
         for r in rep.results:
-            _log(f"exec remote_id {r.remote_id}: " + (f"error {r.error}" if r.error else f"job {r.job_id}"))
+            _log(f"{step} remote_id {r.remote_id}: " + (f"error {r.error}" if r.error else ok(r)))
         if rep.auth:
             _log(f"link down, remote_id {rep.auth} -> auth: {rep.auth_reason}")
 
+    def exec_step() -> None:
+        report("exec", exec_runs(app, label=label, progress=False), lambda r: f"job {r.job_id}")
+
     def poll_step() -> None:
-        rep = poll_runs(app, label=label, min_age_s=poll_seconds)
-        for r in rep.results:
-            _log(f"poll remote_id {r.remote_id}: " + (f"error {r.error}" if r.error else f"{r.state} ({r.job_state})"))
-        if rep.auth:
-            _log(f"link down, remote_id {rep.auth} -> auth: {rep.auth_reason}")
+        report("poll", poll_runs(app, label=label, min_age_s=poll_seconds), lambda r: f"{r.state} ({r.job_state})")
 
     if prepare:
         steps.append(("prepare", prepare_step))
