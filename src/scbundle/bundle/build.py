@@ -41,6 +41,8 @@ class BundlePlan:
     python: str
     cores_per_node: int
     job_template: str  # e.g. "slurm/job.sh.j2"
+    account: str | None = None
+    partition: str | None = None
 
 
 def _tsv(rows: Sequence[Sequence[object]]) -> str:
@@ -113,6 +115,8 @@ def assemble(specs: Sequence[ComponentSpec], request: ResourceRequest, plan: Bun
         cores_per_node=plan.cores_per_node,
         parts=parts,
         threads=request.threads,
+        account=plan.account,
+        partition=plan.partition,
         **common,
     )
     return files
