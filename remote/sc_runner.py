@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -32,12 +33,38 @@ EXIT_NOT_FOUND = 127
 EXIT_CANNOT_EXECUTE = 126
 EXIT_BAD_LINE = 2
 
+# Default tries of a failing command inside one job (bundle.json "attempts" overrides).
+DEFAULT_ATTEMPTS = 2
+# Seconds kept free before the job's deadline: no component starts inside this margin.
+DEADLINE_MARGIN = 20
+# After SIGTERM to a command's process group, SIGKILL follows this many seconds later.
+KILL_GRACE = 5
+# Exit code recorded for a command stopped by a time limit (timeout(1)'s convention).
+EXIT_TIMEOUT = 124
+
 _NUM = re.compile(r"[0-9]+\Z")
 _RANGE = re.compile(r"([0-9]+)-([0-9]+)\Z")
 
 
 class RunDirError(Exception):
     """The run directory cannot be used at all (exit 2)."""
+
+
+class Terminated(Exception):
+    """The rank was told to stop (SIGTERM from the scheduler: walltime, scancel)."""
+
+
+# SIGTERM handling: while a command runs, the handler raises Terminated at once (the command
+# is then stopped and recorded); elsewhere it only sets the flag, checked between components,
+# so a record line is never cut in half.
+_STOP = {"requested": False, "armed": False}
+
+
+def _on_term(signum, frame):
+    _STOP["requested"] = True
+    if _STOP["armed"]:
+        _STOP["armed"] = False
+        raise Terminated()
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,29 +268,66 @@ def _copy_to_log(src, log) -> None:
         log.write(b"\n")
 
 
-def run_argv(argv, log, cwd, header, capture_stdout=False):
+def _stop_group(proc) -> None:
+    """SIGTERM the command's process group, SIGKILL it after KILL_GRACE seconds."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_argv(argv, log, cwd, header, capture_stdout=False, limit=None):
     """Run argv (no shell), appending its output to the binary log file `log`.
 
-    Returns (exit_code, stdout_bytes_or_None, stderr_tail). stdout goes straight to the
-    log unless capture_stdout (then it is read back, up to POST_STDOUT_LIMIT, and also
+    Returns (exit_code, stdout_bytes_or_None, stderr_tail, stopped). stdout goes straight to
+    the log unless capture_stdout (then it is read back, up to POST_STDOUT_LIMIT, and also
     copied to the log). stderr is kept apart so a failure carries its own tail, then
-    appended to the log after the program ends.
+    appended to the log after the program ends. The command runs in its own process group;
+    past ``limit`` seconds the group is stopped and the result is (EXIT_TIMEOUT, ..., "limit").
+    A SIGTERM to this process stops the group too and raises Terminated after logging.
     """
     log.write(("=== %s %s\n" % (_stamp(), header)).encode("utf-8", "surrogateescape"))
     log.flush()
     t0 = time.time()
     out_data = None
+    stopped = None
     with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
+        tail = None
+        proc = None
         try:
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out if capture_stdout else log,
                 stderr=err,
                 cwd=cwd,
+                start_new_session=True,
             )
-            code = proc.returncode
-            tail = None
+            _STOP["armed"] = True
+            if _STOP["requested"]:
+                _STOP["armed"] = False
+                raise Terminated()
+            try:
+                code = proc.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                _STOP["armed"] = False
+                _stop_group(proc)
+                code, stopped = EXIT_TIMEOUT, "limit"
+                tail = "stopped after its time limit of %.0f s" % limit
+            _STOP["armed"] = False
+        except Terminated:
+            _STOP["armed"] = False
+            if proc is not None:
+                _stop_group(proc)
+            log.write(("=== terminated by SIGTERM after %.3fs\n" % (time.time() - t0)).encode())
+            log.flush()
+            raise
         except FileNotFoundError as e:
             code, tail = EXIT_NOT_FOUND, "cannot run %s: %s" % (argv[0], e.strerror or e)
         except PermissionError as e:
@@ -279,14 +343,14 @@ def run_argv(argv, log, cwd, header, capture_stdout=False):
             _copy_to_log(err, log)
             if tail is None:
                 tail = _tail(err)
-        elif tail:  # the program could not be started
+        elif tail:  # the program could not be started, or was stopped
             log.write(("--- %s\n" % tail).encode("utf-8", "surrogateescape"))
     log.write(("=== exit %d after %.3fs\n" % (code, time.time() - t0)).encode())
     log.flush()
-    return code, out_data, (tail or "")
+    return code, out_data, (tail or ""), stopped
 
 
-def run_line(line, log, cwd, header, capture_stdout=False):
+def run_line(line, log, cwd, header, capture_stdout=False, limit=None):
     """Split one .cmds line and run it; a line that does not split is exit 2."""
     try:
         argv = shlex.split(line)
@@ -295,13 +359,13 @@ def run_line(line, log, cwd, header, capture_stdout=False):
         log.write(("=== %s %s\n--- %s\n" % (_stamp(), header, msg)).encode(
             "utf-8", "surrogateescape"))
         log.flush()
-        return EXIT_BAD_LINE, None, msg
+        return EXIT_BAD_LINE, None, msg, None
     if not argv:
         msg = "empty command line"
         log.write(("=== %s %s\n--- %s\n" % (_stamp(), header, msg)).encode())
         log.flush()
-        return EXIT_BAD_LINE, None, msg
-    return run_argv(argv, log, cwd, header + ": " + line, capture_stdout)
+        return EXIT_BAD_LINE, None, msg, None
+    return run_argv(argv, log, cwd, header + ": " + line, capture_stdout, limit)
 
 
 # ---------------------------------------------------------------------------------------
@@ -346,7 +410,7 @@ def cmd_pre(args) -> int:
                                % (_stamp(), i, line, text)).encode("utf-8", "surrogateescape"))
                     failed.append({"line": i, "exit": 1, "stderr": text[-TAIL_BYTES:]})
                 continue
-            code, _, tail = run_line(line, log, run, "pre line %d" % i)
+            code, _, tail, _ = run_line(line, log, run, "pre line %d" % i)
             if code != 0:
                 failed.append({"line": i, "exit": code, "stderr": tail})
         log.flush()
@@ -358,12 +422,40 @@ def cmd_pre(args) -> int:
     return 0
 
 
+def run_policy(bundle: dict, environ=None) -> dict:
+    """How a rank runs its components: tries per command, a per-command limit, a deadline.
+
+    attempts (bundle.json "attempts", default 2): tries of a failing command inside the job.
+    limit (bundle.json "command_timeout", seconds or null): a command running longer is
+    stopped and recorded with exit 124 and phase "limit" (not retried).
+    deadline (environment SCB_DEADLINE, epoch seconds, exported by the job script from the
+    job's walltime): no component starts within DEADLINE_MARGIN seconds of it, and a running
+    command is stopped at that point; both are recorded with phase "deadline".
+    """
+    env = os.environ if environ is None else environ
+    attempts = bundle.get("attempts", DEFAULT_ATTEMPTS)
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+        raise RunDirError("bundle.json: attempts must be a positive integer")
+    limit = bundle.get("command_timeout")
+    if limit is not None and (not isinstance(limit, (int, float)) or isinstance(limit, bool) or limit <= 0):
+        raise RunDirError("bundle.json: command_timeout must be a positive number or null")
+    deadline = None
+    raw = env.get("SCB_DEADLINE", "")
+    if raw:
+        try:
+            deadline = float(raw)
+        except ValueError:
+            raise RunDirError("SCB_DEADLINE=%r is not a number" % raw)
+    return {"attempts": attempts, "limit": limit, "deadline": deadline}
+
+
 def cmd_run(args) -> int:
     run = os.path.abspath(args.run)
     if args.rank < 0 or args.offset < 0:
         raise RunDirError("--rank and --offset must be non-negative")
     grank = args.offset + args.rank
     check_run_dir(run)
+    signal.signal(signal.SIGTERM, _on_term)
     results = os.path.join(run, "results")
     logs = os.path.join(run, "logs")
     try:
@@ -378,6 +470,7 @@ def cmd_run(args) -> int:
             ids = parse_ids(args.ids)
         except ValueError as e:
             raise RunDirError("bad --ids: %s" % e)
+        policy = run_policy(load_bundle(run))
         commands = load_cmds(run, "commands.cmds")
         posts = load_cmds(run, "post.cmds")
         stage_ids = load_stage_ids(run)
@@ -391,46 +484,85 @@ def cmd_run(args) -> int:
         except OSError as e:
             raise RunDirError("cannot open the log of rank %d: %s" % (grank, e))
         with log:
+            stop = None  # why the rest of the list is not started: "deadline" or "signal"
             for i in ids:
-                rec = run_component(run, i, commands[i], posts[i] if i < len(posts) else "",
-                                    stage_ids.get(i), grank, host, log)
+                if stop is None and _STOP["requested"]:
+                    stop = "signal"
+                if stop is None and policy["deadline"] is not None \
+                        and time.time() >= policy["deadline"] - DEADLINE_MARGIN:
+                    stop = "deadline"
+                if stop is not None:
+                    rec = unstarted(i, stage_ids.get(i), grank, host, stop)
+                else:
+                    rec = run_component(run, i, commands[i], posts[i] if i < len(posts) else "",
+                                        stage_ids.get(i), grank, host, log, policy)
+                    if rec["phase"] == "signal":
+                        stop = "signal"
                 res.write(json.dumps(rec, sort_keys=True) + "\n")
                 res.flush()
     return 0
 
 
-def run_component(run, i, command, post, stage_id, grank, host, log) -> dict:
+def unstarted(i, stage_id, grank, host, why) -> dict:
+    now = time.time()
+    return {
+        "index": i, "stage_id": stage_id, "rank": grank, "host": host, "attempts": 0,
+        "exit": EXIT_TIMEOUT, "phase": why, "start": now, "end": now, "dbinfo": None,
+        "error": "not started: %s" % ("the job's walltime ran out" if why == "deadline"
+                                      else "the job was told to stop (SIGTERM)"),
+    }
+
+
+def _limit_now(policy):
+    """Seconds the next command may run: the per-command limit, capped by the deadline."""
+    limit = policy["limit"]
+    if policy["deadline"] is not None:
+        left = max(1.0, policy["deadline"] - DEADLINE_MARGIN / 2 - time.time())
+        if limit is None or left < limit:
+            return left, "deadline"
+    return limit, "limit"
+
+
+def run_component(run, i, command, post, stage_id, grank, host, log, policy=None) -> dict:
+    policy = policy or {"attempts": DEFAULT_ATTEMPTS, "limit": None, "deadline": None}
     start = time.time()
     attempts = 0
     code, error = 0, None
-    for attempt in (1, 2):
-        attempts = attempt
-        code, _, tail = run_line(command, log, run, "index %d stage_id %s attempt %d command"
-                                 % (i, stage_id, attempt))
-        if code == 0:
-            break
-        error = tail or ("exit code %d" % code)
     phase = "command"
-    dbinfo = None
-    if code == 0:
-        error = None
-        if post.strip():
-            phase = "post"
-            pcode, out, tail = run_line(post, log, run, "index %d stage_id %s post"
-                                        % (i, stage_id), capture_stdout=True)
-            if pcode != 0:
-                code, error = pcode, tail or ("post exit code %d" % pcode)
-            elif out is not None and len(out) > POST_STDOUT_LIMIT:
-                code, error = 1, "post stdout is larger than %d bytes" % POST_STDOUT_LIMIT
-            else:
-                try:
-                    dbinfo = parse_dbinfo(out or b"")
-                except ValueError as e:
-                    code, error = 1, str(e)
-                    log.write(("--- %s\n" % e).encode("utf-8", "replace"))
-                    log.flush()
+    try:
+        for attempt in range(1, policy["attempts"] + 1):
+            attempts = attempt
+            limit, why = _limit_now(policy)
+            code, _, tail, stopped = run_line(command, log, run, "index %d stage_id %s attempt %d command"
+                                              % (i, stage_id, attempt), limit=limit)
             if code == 0:
-                phase = "command"  # "post" only marks a post failure
+                break
+            error = tail or ("exit code %d" % code)
+            if stopped:  # a command that ran out of time is not tried again
+                phase = why
+                break
+        dbinfo = None
+        if code == 0:
+            error = None
+            if post.strip():
+                limit, why = _limit_now(policy)
+                pcode, out, tail, stopped = run_line(post, log, run, "index %d stage_id %s post"
+                                                     % (i, stage_id), capture_stdout=True, limit=limit)
+                if stopped:
+                    code, error, phase = pcode, tail, why
+                elif pcode != 0:
+                    code, error, phase = pcode, tail or ("post exit code %d" % pcode), "post"
+                elif out is not None and len(out) > POST_STDOUT_LIMIT:
+                    code, error, phase = 1, "post stdout is larger than %d bytes" % POST_STDOUT_LIMIT, "post"
+                else:
+                    try:
+                        dbinfo = parse_dbinfo(out or b"")
+                    except ValueError as e:
+                        code, error, phase = 1, str(e), "post"
+                        log.write(("--- %s\n" % e).encode("utf-8", "replace"))
+                        log.flush()
+    except Terminated:
+        code, error, phase, dbinfo = EXIT_TIMEOUT, "stopped by SIGTERM (walltime or cancel)", "signal", None
     return {
         "index": i,
         "stage_id": stage_id,
@@ -467,6 +599,13 @@ def _read_records(results_dir):
             if isinstance(rec, dict):
                 records.append(rec)
     return records, len(names)
+
+
+def _env_float(name):
+    try:
+        return float(os.environ[name])
+    except (KeyError, ValueError):
+        return None
 
 
 def _num(x):
@@ -509,6 +648,13 @@ def summarize(run: str) -> dict:
             "median": median(secs),
             "max": max(secs) if secs else None,
         },
+        # each component's measured seconds (index -> seconds), and their sum: the busy time
+        "component_seconds": {str(i): round(r["end"] - r["start"], 3) for i, r in sorted(best.items())
+                              if _num(r.get("start")) and _num(r.get("end"))},
+        "busy_seconds": round(sum(secs), 3),
+        "stopped": sorted(i for i, r in best.items() if r.get("phase") in ("deadline", "signal", "limit")),
+        "job_start": _env_float("SCB_JOB_START"),
+        "job_end": time.time(),
     }
 
 

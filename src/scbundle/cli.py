@@ -230,10 +230,29 @@ def status(c: Ctx, label: str | None, remote_id: int | None, show_all: bool, as_
     app.console.print(runs_table(runs))
     if remote_id is not None:
         for r in runs:
+            if r.sched_state:
+                app.console.print(f"remote_id {r.remote_id}: scheduler says {r.sched_state}")
+            if r.usage is not None:
+                app.console.print(f"remote_id {r.remote_id}: {r.usage.describe()}")
             if r.message:
                 app.console.print(f"remote_id {r.remote_id}: {r.message}")
         if comps or show_all:
             app.console.print(components_table(remote_id, comps, limit=None if show_all else 50))
+
+
+@cli.command()
+@click.option("--remote-id", type=int, required=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def cancel(c: Ctx, remote_id: int, as_json: bool) -> None:
+    """Cancel a run's job on the site; finished components are kept, the rest faulted 2."""
+    from .cancel import cancel as do_cancel
+
+    res = do_cancel(c.app(), remote_id)
+    if as_json:
+        emit_json(asdict(res))
+    else:
+        click.echo(f"remote_id {res.remote_id}: job {res.job_id} cancelled -> {res.state}: {res.message}")
 
 
 @cli.command()

@@ -97,7 +97,9 @@ class SshSettings(_Strict):
 class Site(_Strict):
     link: Literal["local", "ssh", "paramiko"] = "local"
     ssh: SshSettings | None = None
-    scheduler: Literal["local"] = "local"
+    scheduler: Literal["local", "slurm", "moab"] = "local"
+    account: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")] | None = None  # #SBATCH --account / #MSUB -A
+    partition: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")] | None = None  # #SBATCH --partition / #MSUB -q
     remote_root: str
     permanent_root: str
     paths: list[PathRule] = Field(default_factory=list)
@@ -137,6 +139,11 @@ class StageSettings(_Strict):
     threads: Annotated[int, Field(gt=0)] | None = None
     cost_seconds: Annotated[float, Field(gt=0)] | None = None
     job_policy: Literal["fatal", "ignore"] = "fatal"
+    attempts: Annotated[int, Field(gt=0, le=10)] = 2  # tries of a failing command inside one job
+    command_timeout: Annotated[float, Field(gt=0)] | None = None  # seconds; a command past it is stopped (fault 6)
+    # prepare uses the median measured seconds of the stage's recent components once there
+    # are this many (0: always the configured cost_seconds)
+    measured_cost_min: Annotated[int, Field(ge=0)] = 20
 
 
 class DaemonSettings(_Strict):

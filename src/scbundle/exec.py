@@ -21,6 +21,7 @@ from .app import App, select_runs
 from .bundle.build import remote_run_dir
 from .db.models import RemoteComponent, RemoteRun
 from .errors import CommandError, LinkDownError, ScbundleError
+from . import jobs
 from .failpoints import failpoint
 from .link import Transport
 from .resources import remote_dir, remote_files, tool_argv
@@ -49,6 +50,8 @@ def submit_context(app: App, run: RemoteRun) -> SubmitContext:
         tools_dir=app.tools_dir(run.site),
         python=site.python,
         registry=f"{site.permanent_root.rstrip('/')}/jobs",
+        account=site.account,
+        partition=site.partition,
     )
 
 
@@ -147,8 +150,7 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Tran
             task = bar.add_task(f"push {len(to_push)} files", total=nbytes)
             push_files(t, argv, to_push, streams=site.push_streams, on_file=lambda n: bar.advance(task, n))
     failpoint("exec.pushed")
-    done = t.run(sched.submit_argv(ctx))
-    job_id = sched.parse_submit(done.text)
+    job_id = jobs.submit(t, sched, ctx).job_id
     failpoint("exec.submitted")
     return Executed(run.remote_id, job_id, len(to_push), nbytes, t.invocations - before)
 
@@ -172,6 +174,8 @@ def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = Non
     with in_flight(app, "exec"):
         with app.db.session() as s:
             runs = select_runs(s, [RunState.PENDING], remote_id, label, "exec")
+        if remote_id is None:  # a run the scheduler refused waits for the operator: `exec --remote-id N`
+            runs = [r for r in runs if not r.fault]
         results: list[Executed] = []
         paused: list[int] = []
         reason = None
@@ -188,6 +192,14 @@ def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = Non
                 reason = str(err)
                 paused += mark_auth(app, [r.remote_id for r in runs[n:] if r.site == run.site], f"exec: {err}")
                 runs = [r for r in runs if r.site != run.site]
+                continue
+            except jobs.SubmitRefused as err:  # nothing was queued: the run stays pending, with the fault
+                with app.db.session() as s:
+                    r = s.get(RemoteRun, run.remote_id)
+                    assert r is not None
+                    if r.state == RunState.PENDING:
+                        r.fault, r.message = int(err.fault), f"exec: {err}"[:2000]
+                results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err)))
                 continue
             except (CommandError, ScbundleError, OSError) as err:
                 with app.db.session() as s:

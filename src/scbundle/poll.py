@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from .app import App, get_run, select_runs, utcnow
 from .db.models import RemoteComponent, RemoteRun
 from .errors import DbinfoError, LinkDownError, ScbundleError
+from . import jobs
 from .failpoints import failpoint
 from .exec import StepReport, remote_roots_args, submit_context
 from .link import Transport
@@ -90,11 +91,39 @@ def pull_results(app: App, run: RemoteRun, t: Transport) -> tuple[Path, set[int]
     return returned, {i - n_job for i in received if i >= n_job}
 
 
-def _fault_for_missing(job: JobStatus | None) -> Fault:
-    """Components with no result: the job ran out of time (6), or died / was lost (2)."""
+def fault_for_missing(job: JobStatus | None) -> Fault:
+    """Components with no result: the job ran out of time (6), or died, was cancelled or
+    vanished (2: safe to revert)."""
     if job is not None and job.state == JobState.TIMEOUT:
         return Fault.TIMEOUT
     return Fault.SYSTEM
+
+
+def classify(res: ComponentResult | None, job: JobStatus | None, max_attempts: int) -> tuple[str, Fault, str | None]:
+    """(component state, fault, message) for one component's result. Pure.
+
+    - no result: error, fault by the job's end (6 for TIMEOUT, else 2);
+    - stopped at its command limit or the job's deadline: error, fault 6;
+    - stopped by SIGTERM: 6 if the job hit its walltime, else 2 (cancelled, preempted);
+    - a command that failed all its tries inside the job: abandoned, fault from its exit code;
+    - a post or dbinfo failure: error, fault from the exit code (5 when it is not a fault code).
+    """
+    if res is None:
+        why = f"no result from the job ({job.state}: {job.raw})" if job else "no result from the job"
+        return ComponentState.ERROR, fault_for_missing(job), why
+    if res.good:
+        return ComponentState.FULL, Fault.NONE, None
+    text = f"{res.phase} exit {res.exit}: {res.error or ''}"[:2000]
+    if res.phase in ("limit", "deadline"):
+        return ComponentState.ERROR, Fault.TIMEOUT, text
+    if res.phase == "signal":
+        return ComponentState.ERROR, fault_for_missing(job), text
+    fault = fault_from_exit(res.exit) if res.exit != 0 else Fault.DATA
+    if fault == Fault.NONE or fault == Fault.UNKNOWN:
+        fault = Fault.UNKNOWN if res.exit != 0 else Fault.DATA
+    if res.phase == "command" and res.attempts >= max_attempts:
+        return ComponentState.ABANDONED, fault, f"abandoned after {res.attempts} tries: {text}"[:2000]
+    return ComponentState.ERROR, fault, text
 
 
 def apply_results(
@@ -104,8 +133,10 @@ def apply_results(
     products_back: set[int],
     product_rows: list[tuple[int, str, str]],
     *,
-    missing_fault: Fault,
+    job: JobStatus | None,
     job_note: str,
+    max_attempts: int = 2,
+    usage: dict | None = None,
 ) -> Polled:
     """One transaction: component states, the stage's tables, the run's state."""
     needs_product: dict[int, list[int]] = {}
@@ -122,23 +153,20 @@ def apply_results(
         changes, good_records, faults = [], [], Counter()
         for c in comps:
             res = results.get(c.idx) if c.idx is not None else None
-            row = {"id": c.id}
-            if res is None:
-                row.update(state=ComponentState.ERROR, fault=int(missing_fault), message=f"no result from the job ({job_note})")
-            else:
+            row: dict = {"id": c.id}
+            state, fault, message = classify(res, job, max_attempts)
+            if res is not None:
                 row.update(exit_code=res.exit, rank=res.rank, host=res.host, t_start=res.start, t_end=res.end)
-                lost = [r for r in needs_product.get(c.idx, []) if r not in products_back] if res.good else []
-                if res.good and not lost:
-                    row.update(state=ComponentState.FULL, fault=0, message=None)
-                    assert res.dbinfo is not None
-                    good_records.append(res.dbinfo)
-                elif res.good:
-                    row.update(state=ComponentState.ERROR, fault=int(Fault.SYSTEM), message="permanent product did not come back")
-                else:
-                    f = fault_from_exit(res.exit) if res.exit != 0 else Fault.DATA
-                    row.update(state=ComponentState.ERROR, fault=int(f), message=f"{res.phase} exit {res.exit}: {res.error or ''}"[:2000])
-            if row["state"] == ComponentState.ERROR:
-                faults[row["fault"]] += 1
+                if state == ComponentState.FULL:
+                    lost = [r for r in needs_product.get(c.idx, []) if r not in products_back]
+                    if lost:
+                        state, fault, message = ComponentState.ERROR, Fault.SYSTEM, "permanent product did not come back"
+                    else:
+                        assert res.dbinfo is not None
+                        good_records.append(res.dbinfo)
+            row.update(state=state, fault=int(fault), message=message)
+            if state != ComponentState.FULL:
+                faults[int(fault)] += 1
             changes.append(row)
         if changes:
             s.execute(update(RemoteComponent), changes)
@@ -148,6 +176,10 @@ def apply_results(
         )
         n_failed = sum(faults.values())
         run.last_poll = utcnow()
+        if job is not None:
+            run.sched_state = job.raw[:64]
+        for key, value in (usage or {}).items():
+            setattr(run, key, value)
         if (n_failed == 0 and prior_errors is None) or run.job_policy == "ignore":
             run.state, run.fault, run.message = RunState.FULL, 0, (f"{n_failed} component(s) failed, ignored by job_policy" if n_failed else None)
         else:
@@ -157,29 +189,52 @@ def apply_results(
         return Polled(remote_id, job_note, run.state, len(good_records), n_failed, run.message)
 
 
+def accounting(summary: dict | None, threads: int) -> dict:
+    """job_seconds and busy_core_seconds from the job's own summary (empty when absent)."""
+    if not summary:
+        return {}
+    out = {}
+    start, end = summary.get("job_start"), summary.get("job_end")
+    if isinstance(start, int | float) and isinstance(end, int | float) and end >= start:
+        out["job_seconds"] = float(end - start)
+    busy = summary.get("busy_seconds")
+    if isinstance(busy, int | float) and not isinstance(busy, bool):
+        out["busy_core_seconds"] = float(busy) * threads
+    return out
+
+
+def _read_bundle(path_base: Path) -> dict:
+    try:
+        return json.loads((path_base / "bundle.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def poll_run(app: App, run: RemoteRun, t: Transport) -> Polled:
     sched = app.scheduler(run.site)
     ctx = submit_context(app, run)
-    statuses = sched.parse_status(t.run(sched.status_argv(ctx, [run.job_id or ""])).text)
-    job = next((j for j in statuses if j.job_id == run.job_id), None)
-    if job is not None and not job.state.finished:
+    view = jobs.status(t, sched, ctx, run.job_id or "")
+    job = view.status
+    if not view.finished:
         with app.db.session() as s:
             r = get_run(s, run.remote_id)
             r.last_poll = utcnow()
+            r.sched_state = job.raw[:64]
         return Polled(run.remote_id, job.state, run.state)
     returned, products_back = pull_results(app, run, t)
     failpoint("poll.pulled")
     path_base = Path(run.path_base or "")
-    exit_file = returned / "job.exit"
-    job_exit = int(exit_file.read_text().strip()) if exit_file.is_file() and exit_file.read_text().strip().lstrip("-").isdigit() else None
     stage = app.stage(run.stage)
     files = sorted((returned / "results").glob("rank-*.jsonl"))
     results = read_results(files, stage, _components_index(path_base))
-    state = job.state if job else JobState.UNKNOWN
-    note = f"job {run.job_id} {state}" + (f", exit {job_exit}" if job_exit is not None else ", no exit marker")
+    bundle = _read_bundle(path_base)
+    note = f"job {run.job_id} {job.state} ({job.raw})" + (
+        f", exit {view.exit_marker}" if view.exit_marker is not None else ", no exit marker"
+    )
     return apply_results(
         app, run.remote_id, results, products_back, _products(path_base),
-        missing_fault=_fault_for_missing(job), job_note=note,
+        job=job, job_note=note, max_attempts=int(bundle.get("attempts", 2)),
+        usage=accounting(read_summary(path_base), int(bundle.get("threads", 1))),
     )  # fmt: skip
 
 

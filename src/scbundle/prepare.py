@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -33,6 +34,31 @@ def local_path_base(app: App, run: RemoteRun) -> Path:
     return Path(app.config.workdir) / run.label / f"remote_{run.stage}.{run.remote_id}"
 
 
+MEASURED_WINDOW = 2000  # how many of the stage's most recent good components the median looks at
+
+
+def measured_cost(session, stage: str, min_samples: int) -> tuple[float, int] | None:
+    """Median measured seconds of the stage's most recent good components, and how many;
+    None when there are fewer than ``min_samples`` (or min_samples is 0)."""
+    if min_samples <= 0:
+        return None
+    rows = session.execute(
+        select(RemoteComponent.t_start, RemoteComponent.t_end)
+        .where(
+            RemoteComponent.stage == stage,
+            RemoteComponent.state == ComponentState.FULL,
+            RemoteComponent.t_start.is_not(None),
+            RemoteComponent.t_end.is_not(None),
+        )
+        .order_by(RemoteComponent.t_end.desc())
+        .limit(MEASURED_WINDOW)
+    ).all()
+    secs = [e - b for b, e in rows if e >= b]
+    if len(secs) < min_samples:
+        return None
+    return max(statistics.median(secs), 1e-3), len(secs)
+
+
 def prepare(app: App, *, remote_id: int, stage: str | None = None) -> Prepared:
     with app.db.session() as s:
         run = get_run(s, remote_id, [RunState.NEW, RunState.PENDING], "prepare")
@@ -48,6 +74,8 @@ def prepare(app: App, *, remote_id: int, stage: str | None = None) -> Prepared:
                 .order_by(RemoteComponent.id)
             )
         )
+        settings = app.config.stage_settings(run.stage)
+        measured = measured_cost(s, run.stage, settings.measured_cost_min)
         built = st.build(s, [c.stage_id for c in comps], ctx)
         attempt = run.attempt
         path_base = local_path_base(app, run)
@@ -56,11 +84,19 @@ def prepare(app: App, *, remote_id: int, stage: str | None = None) -> Prepared:
     missing = [(c, b) for c, b in zip(comps, built, strict=True) if isinstance(b, MissingInput)]
     request = None
     n_configs = 0
+    cost, cost_source = st.cost_seconds, "configured"
     if specs:
+        # The stage's specs carry relative costs around its configured cost_seconds; measured
+        # seconds from earlier jobs rescale them so requests converge on the fill factor.
+        scale = measured[0] / st.cost_seconds if measured else 1.0
+        if scale != 1.0:
+            specs = [replace(sp, cost=sp.cost * scale) for sp in specs]
+        cost = sum(sp.cost for sp in specs) / len(specs)
+        cost_source = f"median of {measured[1]} measured" if measured else "configured"
         request = resource_request(
             len(specs),
             threads=st.threads,
-            cost_seconds=st.cost_seconds,
+            cost_seconds=cost,
             cores_per_node=site.cores_per_node,
             fill_factor=site.fill_factor,
             max_nodes=site.max_nodes,
@@ -75,6 +111,10 @@ def prepare(app: App, *, remote_id: int, stage: str | None = None) -> Prepared:
             python=site.python,
             cores_per_node=site.cores_per_node,
             job_template=app.scheduler(run.site).job_template,
+            attempts=settings.attempts,
+            command_timeout=settings.command_timeout,
+            account=site.account,
+            partition=site.partition,
         )
         try:
             files = assemble(specs, request, plan)
@@ -112,6 +152,8 @@ def prepare(app: App, *, remote_id: int, stage: str | None = None) -> Prepared:
             run.path_base = str(path_base)
             run.job_name = job_name(run.stage, remote_id, attempt)
             run.req_nodes, run.req_seconds, run.nranks = request.nodes, request.seconds, request.nranks
+            run.req_cores = request.nodes * site.cores_per_node
+            run.cost_seconds, run.cost_source = cost, cost_source
             run.fault, run.message = 0, None
     return Prepared(
         remote_id=remote_id,

@@ -15,6 +15,12 @@ from pathlib import Path
 from .errors import DbinfoError
 from .stages.base import DbinfoRecord, Stage, check_value
 
+# command / post: the program (or its post) exited non-zero; limit: stopped at the stage's
+# command_timeout; deadline: the job's walltime ran out (stopped, or never started);
+# signal: the rank was told to stop (SIGTERM: walltime or cancel) - see remote/sc_runner.py
+PHASES = ("command", "post", "limit", "deadline", "signal")
+STOPPED_PHASES = frozenset({"limit", "deadline", "signal"})
+
 RESULT_FIELDS = {"index", "stage_id", "rank", "host", "attempts", "exit", "phase", "start", "end", "dbinfo", "error"}
 
 
@@ -95,8 +101,8 @@ def parse_result_line(line: str, stage: Stage, components: Mapping[int, int]) ->
     exit_code = _int(rec.get("exit"), "exit")
     assert exit_code is not None
     phase = rec.get("phase", "command")
-    if phase not in ("command", "post"):
-        raise ValueError(f"phase must be 'command' or 'post', got {phase!r}")
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
     host = rec.get("host")
     if host is not None and not isinstance(host, str):
         raise ValueError("host must be a string")
@@ -127,8 +133,13 @@ def read_results(files: Sequence[Path], stage: Stage, components: Mapping[int, i
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as err:
             raise DbinfoError(f"{path}: not UTF-8 text: {err}") from None
-        for lineno, line in enumerate(text.split("\n"), 1):
+        lines = text.split("\n")
+        for lineno, line in enumerate(lines, 1):
             if not line.strip():
+                continue
+            if lineno == len(lines):
+                # no newline after it: a rank killed while writing (node failure); that
+                # component has no result, the rest of the file stands
                 continue
             try:
                 res = parse_result_line(line, stage, components)

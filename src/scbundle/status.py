@@ -29,6 +29,57 @@ class RunStatus:
     npending: int
     nabandoned: int
     message: str | None
+    sched_state: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Requested vs used core-hours of a run's job, and the fill it achieved."""
+
+    nodes: int
+    cores: int
+    requested_s: int
+    cost_seconds: float | None
+    cost_source: str | None
+    job_s: float | None = None
+    busy_core_s: float | None = None
+
+    @property
+    def requested_core_h(self) -> float:
+        return self.cores * self.requested_s / 3600
+
+    @property
+    def used_core_h(self) -> float | None:
+        return self.cores * self.job_s / 3600 if self.job_s is not None else None
+
+    @property
+    def busy_core_h(self) -> float | None:
+        return self.busy_core_s / 3600 if self.busy_core_s is not None else None
+
+    @property
+    def fill(self) -> float | None:
+        """Busy core-seconds over allocated core-seconds (the cores held for as long as the job ran)."""
+        if self.busy_core_s is None or not self.job_s or not self.cores:
+            return None
+        return self.busy_core_s / (self.cores * self.job_s)
+
+    @property
+    def time_used(self) -> float | None:
+        """The job's wall time over the walltime it asked for (the field notes reached 0.83)."""
+        return self.job_s / self.requested_s if self.job_s is not None and self.requested_s else None
+
+    def describe(self) -> str:
+        text = f"requested {self.nodes} node(s) x {self.requested_s / 3600:g} h = {self.requested_core_h:,.1f} core-h"
+        if self.cost_seconds is not None:
+            text += f" (cost {self.cost_seconds:.3g} s a command, {self.cost_source})"
+        if self.used_core_h is not None:
+            text += f"; used {self.used_core_h:,.2f} core-h ({(self.time_used or 0):.0%} of the time asked)"
+        if self.busy_core_h is not None:
+            text += f"; busy {self.busy_core_h:,.2f} core-h"
+        if self.fill is not None:
+            text += f"; fill {self.fill:.2f}"
+        return text
 
 
 @dataclass(frozen=True)
@@ -72,7 +123,9 @@ def run_statuses(app: App, *, label: str | None = None, remote_id: int | None = 
                     last_poll=r.last_poll.isoformat(sep=" ", timespec="seconds") if r.last_poll else None,
                     njobs=sum(c.values()), ngood=c.get(ComponentState.FULL, 0), nfail=c.get(ComponentState.ERROR, 0),
                     npending=sum(c.get(k, 0) for k in (ComponentState.NEW, ComponentState.PENDING, ComponentState.RUN)),
-                    nabandoned=c.get(ComponentState.ABANDONED, 0), message=r.message,
+                    nabandoned=c.get(ComponentState.ABANDONED, 0), message=r.message, sched_state=r.sched_state,
+                    usage=Usage(r.req_nodes, r.req_cores, r.req_seconds, r.cost_seconds, r.cost_source, r.job_seconds, r.busy_core_seconds)
+                    if r.req_nodes and r.req_cores and r.req_seconds else None,
                 )
             )  # fmt: skip
         return out
@@ -122,4 +175,12 @@ def components_table(remote_id: int, rows: list[ComponentStatus], *, limit: int 
 
 
 def as_json(rows: list) -> list[dict]:
-    return [asdict(r) for r in rows]
+    out = []
+    for r in rows:
+        d = asdict(r)
+        usage = getattr(r, "usage", None)
+        if usage is not None:
+            d["usage"].update(requested_core_h=usage.requested_core_h, used_core_h=usage.used_core_h,
+                              busy_core_h=usage.busy_core_h, fill=usage.fill, time_used=usage.time_used)  # fmt: skip
+        out.append(d)
+    return out

@@ -90,25 +90,21 @@ def test_missing_local_input_marks_fault_5_and_the_rest_runs(cli):
     assert q(cli, "select count(*) from chip_result") == [(11,)]
 
 
-def test_failed_component_reverted_twice_is_abandoned(cli):
+def test_component_failing_all_its_tries_is_abandoned_with_its_exit_code(cli):
     rid = setup_run(cli, 8)
     raw = Path(q(cli, "select uri from imfile where imfile_id=3")[0][0])
     raw.write_bytes(b"SCRAW1 64 64\n" + b"\0" * 10)  # truncated pixels: a data fault
     run_to_end(cli, rid)
     assert q(cli, "select state, fault from remote_run") == [("error", 5)]
-    assert q(cli, "select state, fault, exit_code, attempts from remote_component where stage_id=3") == [("error", 5, 5, 1)]
+    # the runner tried it twice inside the job (stage attempts, default 2): abandoned at once
+    assert q(cli, "select state, fault, exit_code, attempts from remote_component where stage_id=3") == [("abandoned", 5, 5, 1)]
     assert q(cli, "select count(*) from remote_component where state='full'") == [(7,)]
     log = (cli.site_root / "permanent" / "runs" / "chip.1.a1" / "results")
     rec = [json.loads(line) for f in log.glob("rank-*.jsonl") for line in f.read_text().splitlines()]
     assert [r["attempts"] for r in rec if r["stage_id"] == 3] == [2]  # the runner retried once
-    cli("revert", "--remote-id", str(rid))
-    assert q(cli, "select state, attempt from remote_run") == [("new", 2)]
-    run_to_end(cli, rid)  # attempt 2 reruns only the failed component, under a new job name
-    assert q(cli, "select job_name from remote_run") == [("scb-chip-1-a2",)]
-    assert q(cli, "select state, attempts from remote_component where stage_id=3") == [("error", 2)]
     out = cli("revert", "--remote-id", str(rid)).stdout
-    assert "1 abandoned" in out
-    assert q(cli, "select state from remote_run") == [("full",)]
+    assert "0 component(s) requeued" in out
+    assert q(cli, "select state from remote_run") == [("full",)]  # nothing left to run
     assert q(cli, "select state from remote_component where stage_id=3") == [("abandoned",)]
     assert q(cli, "select count(*) from chip_result") == [(7,)]
 
@@ -120,7 +116,7 @@ def test_job_policy_ignore_goes_full_with_failures_recorded(cli):
     Path(q(cli, "select uri from imfile where imfile_id=2")[0][0]).write_bytes(b"garbage")
     run_to_end(cli, rid)
     assert q(cli, "select state from remote_run") == [("full",)]
-    assert q(cli, "select state, fault from remote_component where stage_id=2") == [("error", 5)]
+    assert q(cli, "select state, fault from remote_component where stage_id=2") == [("abandoned", 5)]
 
 
 def test_awkward_label_arguments_stay_one_argument_each(cli):

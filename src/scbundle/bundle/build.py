@@ -41,6 +41,8 @@ class BundlePlan:
     python: str
     cores_per_node: int
     job_template: str  # e.g. "slurm/job.sh.j2"
+    attempts: int = 2  # tries of a failing command inside the job
+    command_timeout: float | None = None  # seconds a command may run before it is stopped (fault 6)
     account: str | None = None
     partition: str | None = None
 
@@ -82,7 +84,7 @@ def assemble(specs: Sequence[ComponentSpec], request: ResourceRequest, plan: Bun
     def header(index: int, offset: int) -> str:
         return render("srun/multiprog.conf.j2", part_name=f"part-{index:03d}.conf", remote_id=plan.remote_id, job_name=name, offset=offset)
 
-    parts: list[ConfigPart] = pack_configs(ranks, line, header)
+    parts: list[ConfigPart] = pack_configs(ranks, line, header, ranks_per_node=max(1, plan.cores_per_node // request.threads))
     files: dict[str, str] = {f"multiprog/{part.name}": part.text for part in parts}
     files["requirements.tsv"] = _tsv(sorted(reqs.values(), key=lambda r: r[1]))
     files["pre.cmds"] = "".join(shlex.join(["mkdir", "-p", d]) + "\n" for d in out_dirs)
@@ -102,6 +104,9 @@ def assemble(specs: Sequence[ComponentSpec], request: ResourceRequest, plan: Bun
         "n_components": len(specs),
         "n_configs": len(parts),
         "ranks_used": sum(p.ntasks for p in parts),
+        "walltime_seconds": request.seconds,
+        "attempts": plan.attempts,
+        "command_timeout": plan.command_timeout,
     }
     files["bundle.json"] = json.dumps(meta, indent=1, sort_keys=True) + "\n"
     files["job.sh"] = render(
@@ -115,6 +120,7 @@ def assemble(specs: Sequence[ComponentSpec], request: ResourceRequest, plan: Bun
         cores_per_node=plan.cores_per_node,
         parts=parts,
         threads=request.threads,
+        walltime_seconds=request.seconds,
         account=plan.account,
         partition=plan.partition,
         **common,

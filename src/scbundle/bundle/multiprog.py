@@ -59,16 +59,30 @@ def srun_quote(word: str) -> str:
 
 @dataclass(frozen=True)
 class ConfigPart:
-    """One multi-prog config: its text and the global ranks it covers."""
+    """One multi-prog config: its text and the global ranks it covers.
+
+    When every part starts on a node boundary, ``first_node`` and ``nodes`` say which nodes
+    of the allocation the step runs on (srun -N nodes --relative=first_node); otherwise
+    (one node's lines alone overflow a config) they are None and the step shares nodes.
+    """
 
     index: int
     offset: int  # global rank of its task 0
     ntasks: int
     text: str
+    first_node: int | None = None
+    nodes: int | None = None
 
     @property
     def name(self) -> str:
         return f"part-{self.index:03d}.conf"
+
+
+def _check_line(line: str, max_line: int) -> None:
+    if len(line) > max_line:
+        raise BundleError(f"one rank's line is {len(line)} characters, over srun's {max_line}: use more ranks")
+    if len(line.split()) > MAX_ARGS:
+        raise BundleError(f"one rank's line has {len(line.split())} words, over srun's {MAX_ARGS}")
 
 
 def pack_configs(
@@ -78,43 +92,57 @@ def pack_configs(
     *,
     max_bytes: int = MAX_CONFIG_BYTES,
     max_line: int = MAX_LINE_CHARS,
+    ranks_per_node: int = 1,
 ) -> list[ConfigPart]:
-    """Greedily fill configs with one line per rank, each config under ``max_bytes``.
+    """Fill configs with one line per rank, each config under ``max_bytes``, cutting only
+    between nodes (groups of ``ranks_per_node`` consecutive ranks) so the steps can run on
+    disjoint node sets.
 
     ``render_line(task, offset, ids_spec)`` gives a line (no newline) for local task number
     ``task`` of a config whose first global rank is ``offset``; ``header(part_index, offset)``
     gives the comment block that opens each file.
     """
+    specs = [encode_ids(ids) for ids in rank_ids]
+    rpn = max(1, ranks_per_node)
+    aligned = _pack(specs, render_line, header, max_bytes, max_line, rpn)
+    if aligned is not None:
+        return aligned
+    unaligned = _pack(specs, render_line, header, max_bytes, max_line, 1)
+    assert unaligned is not None
+    return [ConfigPart(p.index, p.offset, p.ntasks, p.text) for p in unaligned]
+
+
+def _pack(specs, render_line, header, max_bytes, max_line, rpn) -> list[ConfigPart] | None:
+    """Greedy packing in groups of ``rpn`` ranks; None if one group alone overflows a config."""
     parts: list[ConfigPart] = []
-    lines: list[str] = []
     offset = 0
-    size = 0
+    lines: list[str] = []
     head = header(0, 0)
+    size = len(head.encode())
 
     def close() -> None:
-        nonlocal lines, offset, size, head
-        parts.append(ConfigPart(len(parts), offset, len(lines), head + "".join(lines)))
+        nonlocal lines, offset, head, size
+        parts.append(ConfigPart(len(parts), offset, len(lines), head + "".join(lines), offset // rpn, -(-len(lines) // rpn)))
         offset += len(lines)
         lines = []
         head = header(len(parts), offset)
         size = len(head.encode())
 
-    size = len(head.encode())
-    for ids in rank_ids:
-        spec = encode_ids(ids)
-        line = render_line(len(lines), offset, spec)
-        if len(line) > max_line:
-            raise BundleError(f"one rank's line is {len(line)} characters, over srun's {max_line}: use more ranks")
-        if len(line.split()) > MAX_ARGS:
-            raise BundleError(f"one rank's line has {len(line.split())} words, over srun's {MAX_ARGS}")
-        nbytes = len(line.encode()) + 1
+    for g in range(0, len(specs), rpn):
+        group = specs[g : g + rpn]
+        rendered = [render_line(len(lines) + k, offset, spec) for k, spec in enumerate(group)]
+        for line in rendered:
+            _check_line(line, max_line)
+        nbytes = sum(len(x.encode()) + 1 for x in rendered)
         if lines and size + nbytes > max_bytes:
             close()
-            line = render_line(0, offset, spec)
-            nbytes = len(line.encode()) + 1
+            rendered = [render_line(k, offset, spec) for k, spec in enumerate(group)]
+            nbytes = sum(len(x.encode()) + 1 for x in rendered)
         if size + nbytes > max_bytes:
+            if rpn > 1:
+                return None
             raise BundleError(f"a single multi-prog line of {nbytes} bytes does not fit a {max_bytes}-byte config")
-        lines.append(line + "\n")
+        lines += [x + "\n" for x in rendered]
         size += nbytes
     if lines:
         close()

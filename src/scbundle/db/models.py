@@ -42,6 +42,12 @@ class RemoteRun(Base):
     req_nodes: Mapped[int | None]
     req_seconds: Mapped[int | None]
     nranks: Mapped[int | None]
+    req_cores: Mapped[int | None]  # cores allocated: req_nodes * cores_per_node
+    cost_seconds: Mapped[float | None]  # per-command cost prepare used (configured or measured)
+    cost_source: Mapped[str | None] = mapped_column(String(32))  # "configured" or "median of N"
+    sched_state: Mapped[str | None] = mapped_column(String(64))  # the scheduler's own word, raw
+    job_seconds: Mapped[float | None]  # wall seconds the job ran (its own start/end)
+    busy_core_seconds: Mapped[float | None]  # its components' measured seconds x threads: the busy cores
     created: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
     updated: Mapped[datetime] = mapped_column(server_default=func.current_timestamp(), onupdate=func.current_timestamp())
 

@@ -6,12 +6,19 @@ from ..config import Site
 from ..errors import ConfigError
 from .base import JobState, JobStatus, Scheduler, SubmitContext
 from .local import LocalScheduler
+from .slurm import SlurmScheduler
 
 
 def scheduler_for(site_name: str, site: Site) -> Scheduler:
     if site.scheduler == "local":
         return LocalScheduler()
+    if site.scheduler == "slurm":
+        return SlurmScheduler()
+    if site.scheduler == "moab":
+        from .moab import MoabScheduler
+
+        return MoabScheduler()
     raise ConfigError(f"site {site_name!r}: scheduler {site.scheduler!r} is not supported")
 
 
-__all__ = ["JobState", "JobStatus", "LocalScheduler", "Scheduler", "SubmitContext", "scheduler_for"]
+__all__ = ["JobState", "JobStatus", "LocalScheduler", "Scheduler", "SlurmScheduler", "SubmitContext", "scheduler_for"]

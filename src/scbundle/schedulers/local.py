@@ -42,22 +42,22 @@ class LocalScheduler:
             argv += ["--job", j]
         return argv
 
-    def parse_status(self, stdout: str) -> list[JobStatus]:
-        out = []
+    def parse_status(self, stdout: str, stderr: str, returncode: int, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        if returncode != 0:
+            raise CommandError(["sc_localjob.py", "status"], returncode, stderr, what="status")
+        out: dict[str, JobStatus] = {}
         for line in stdout.splitlines():
             if not line.strip():
                 continue
             job_id, name, state, exit_code = (line.split("|") + ["", "", "", ""])[:4]
-            out.append(
-                JobStatus(
-                    job_id=job_id,
-                    name=name,
-                    state=_STATES.get(state, JobState.UNKNOWN),
-                    exit_code=int(exit_code) if exit_code.lstrip("-").isdigit() else None,
-                    raw=line,
-                )
+            out[job_id] = JobStatus(
+                job_id=job_id,
+                name=name,
+                state=_STATES.get(state, JobState.UNKNOWN),
+                exit_code=int(exit_code) if exit_code.lstrip("-").isdigit() else None,
+                raw=state or "(not listed)",
             )
-        return out
+        return {j: out.get(j) or JobStatus(j, "", JobState.UNKNOWN, None, raw="(not listed)") for j in job_ids}
 
     def cancel_argv(self, ctx: SubmitContext, job_id: str) -> list[str]:
         return tool_argv(ctx.python, ctx.tools_dir, "sc_localjob.py", "cancel", "--registry", ctx.registry, job_id)

@@ -1,0 +1,30 @@
+"""a run's scheduler state and its requested vs used time
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-23 14:50:00
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0003'
+down_revision = '0002'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('remote_run', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('req_cores', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('cost_seconds', sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column('cost_source', sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column('sched_state', sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column('job_seconds', sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column('busy_core_seconds', sa.Float(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('remote_run', schema=None) as batch_op:
+        for name in ('busy_core_seconds', 'job_seconds', 'sched_state', 'cost_source', 'cost_seconds', 'req_cores'):
+            batch_op.drop_column(name)
