@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -243,3 +244,71 @@ def test_sbatch_script_directives_mirror_them():
     assert both == [*plain, "#SBATCH --account=w23_ps1", "#SBATCH --partition=standard"]
     odd = directives(job_script("slurm/job.sh.j2", account="a b"), "#SBATCH")
     assert odd[-1] == "#SBATCH --account='a b'"
+
+
+# ---- the stand-in checkjob (tests/moabshim) read by the same parser ----
+# A fake scontrol prints one line of `scontrol show job -o` as Slurm 22.05 printed it here
+# (a job that exited 3), with the fields a case needs changed; states the test Slurm cannot
+# produce on demand (NODE_FAIL, held jobs) are covered this way.
+
+SHIM = Path(__file__).resolve().parents[1] / "moabshim"
+SCONTROL_LINE = (
+    "JobId=28 JobName=probe UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=4294901732 Nice=0 "
+    "Account=(null) QOS=(null) JobState=FAILED Reason=NonZeroExitCode Dependency=(null) Requeue=1 "
+    "Restarts=0 BatchFlag=1 Reboot=0 ExitCode=3:0 RunTime=00:00:02 TimeLimit=02:00:00 TimeMin=N/A "
+    "SubmitTime=2026-11-23T14:34:51 EligibleTime=2026-11-23T14:34:51 AccrueTime=2026-11-23T14:34:51 "
+    "StartTime=2026-11-23T14:34:52 EndTime=2026-11-23T14:34:54 Deadline=N/A SuspendTime=None "
+    "SecsPreSuspend=0 LastSchedEval=2026-11-23T14:34:52 Scheduler=Main Partition=debug "
+    "AllocNode:Sid=localhost:28180 ReqNodeList=(null) ExcNodeList=(null) NodeList=vm BatchHost=vm "
+    "NumNodes=1 NumCPUs=1 NumTasks=1 CPUs/Task=1 ReqB:S:C:T=0:0:*:* TRES=cpu=1,node=1,billing=1 "
+    "Socks/Node=* NtasksPerN:B:S:C=0:0:*:* CoreSpec=* MinCPUsNode=1 MinMemoryNode=0 MinTmpDiskNode=0 "
+    "Features=(null) DelayBoot=00:00:00 OverSubscribe=OK Contiguous=0 Licenses=(null) Network=(null) "
+    "Command=(null) WorkDir=/tmp StdErr=/tmp/probe-28.out StdIn=/dev/null StdOut=/tmp/probe-28.out Power= "
+)
+
+
+def shim_checkjob(tmp_path: Path, job_id: str, line: str | None, err: str = "", rc: int = 0) -> subprocess.CompletedProcess:
+    (tmp_path / "line").write_text(line or "")
+    (tmp_path / "err").write_text(err)
+    fake = tmp_path / "scontrol"
+    fake.write_text(f'#!/bin/sh\ncat {tmp_path}/line; cat {tmp_path}/err >&2; exit {rc}\n')
+    fake.chmod(0o755)
+    return subprocess.run([str(SHIM / "checkjob"), job_id], check=False, capture_output=True, text=True,
+                          env={"PATH": f"{tmp_path}:/usr/bin:/bin"})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "changes,word,state,code",
+    [
+        ({}, "Completed", JobState.FAILED, 3),
+        ({"JobState": "COMPLETED", "ExitCode": "0:0", "Reason": "None"}, "Completed", JobState.COMPLETED, 0),
+        ({"JobState": "FAILED", "ExitCode": "0:9"}, "Completed", JobState.FAILED, 137),
+        ({"JobState": "CANCELLED", "ExitCode": "0:15"}, "Removed", JobState.CANCELLED, 143),
+        ({"JobState": "TIMEOUT", "ExitCode": "0:15", "RunTime": "02:00:27"}, "Removed", JobState.TIMEOUT, 143),
+        ({"JobState": "NODE_FAIL", "ExitCode": "0:0"}, "Vacated", JobState.NODE_FAIL, 0),
+        ({"JobState": "RUNNING", "Reason": "None"}, "Running", JobState.RUNNING, None),
+        ({"JobState": "PENDING", "Reason": "Resources"}, "Idle", JobState.PENDING, None),
+        ({"JobState": "PENDING", "Reason": "JobHeldUser"}, "UserHold", JobState.PENDING, None),
+        ({"JobState": "PENDING", "Reason": "JobHeldAdmin"}, "SystemHold", JobState.PENDING, None),
+    ],
+)
+def test_stand_in_checkjob_speaks_checkjobs_text(tmp_path, changes, word, state, code):
+    line = SCONTROL_LINE
+    for key, value in changes.items():
+        line = re.sub(rf"(^| ){re.escape(key)}=\S*", rf"\g<1>{key}={value}", line)
+    p = shim_checkjob(tmp_path, "Moab.28", line)
+    assert p.returncode == 0, p.stderr
+    s = MoabScheduler().parse_status(p.stdout, p.stderr, p.returncode, ["Moab.28"])["Moab.28"]
+    assert (s.raw, s.state, s.exit_code, s.name) == (word, state, code, "probe")
+    if state is JobState.PENDING and changes["Reason"] == "Resources":
+        assert s.reason == "BLOCK MSG: Resources (recorded at last scheduling iteration)"
+
+
+def test_stand_in_checkjob_unknown_and_unreachable(tmp_path):
+    p = shim_checkjob(tmp_path, "Moab.28", None, "slurm_load_jobs error: Invalid job id specified\n", 1)
+    assert (p.returncode, p.stderr) == (153, "ERROR:  cannot locate job 'Moab.28'\n")
+    p = shim_checkjob(tmp_path, "28", None, "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n", 1)
+    assert p.returncode == 1
+    with pytest.raises(CommandError) as err:
+        MoabScheduler().parse_status(p.stdout, p.stderr, p.returncode, ["28"])
+    assert "Unable to contact slurm controller" in err.value.stderr_tail
