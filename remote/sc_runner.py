@@ -487,7 +487,7 @@ def cmd_run(args) -> int:
             stop = None  # why the rest of the list is not started: "deadline" or "signal"
             for i in ids:
                 if stop is None and _STOP["requested"]:
-                    stop = "signal"
+                    stop = _why_terminated(policy)
                 if stop is None and policy["deadline"] is not None \
                         and time.time() >= policy["deadline"] - DEADLINE_MARGIN:
                     stop = "deadline"
@@ -496,11 +496,20 @@ def cmd_run(args) -> int:
                 else:
                     rec = run_component(run, i, commands[i], posts[i] if i < len(posts) else "",
                                         stage_ids.get(i), grank, host, log, policy)
-                    if rec["phase"] == "signal":
-                        stop = "signal"
+                    if rec["phase"] in ("signal", "deadline"):
+                        stop = rec["phase"]
                 res.write(json.dumps(rec, sort_keys=True) + "\n")
                 res.flush()
     return 0
+
+
+def _why_terminated(policy) -> str:
+    """A SIGTERM near the job's deadline is the walltime ("deadline"); earlier, a cancel or a
+    preemption ("signal")."""
+    deadline = policy.get("deadline")
+    if deadline is not None and time.time() >= deadline - DEADLINE_MARGIN:
+        return "deadline"
+    return "signal"
 
 
 def unstarted(i, stage_id, grank, host, why) -> dict:
@@ -562,7 +571,9 @@ def run_component(run, i, command, post, stage_id, grank, host, log, policy=None
                         log.write(("--- %s\n" % e).encode("utf-8", "replace"))
                         log.flush()
     except Terminated:
-        code, error, phase, dbinfo = EXIT_TIMEOUT, "stopped by SIGTERM (walltime or cancel)", "signal", None
+        phase = _why_terminated(policy)
+        code, error, dbinfo = EXIT_TIMEOUT, "stopped by SIGTERM (%s)" % (
+            "the job's walltime ran out" if phase == "deadline" else "cancelled or preempted"), None
     return {
         "index": i,
         "stage_id": stage_id,

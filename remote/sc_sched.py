@@ -22,7 +22,8 @@ Prints one JSON object on stdout:
 and exits 0, whatever the scheduler said: the local side reads rc and the scheduler's own
 message. Exit 2 for a usage error or an unusable RUN.
 
-status: prints {"exit_marker": "<RUN/job.exit content>" or null, "summary": true|false,
+status: prints {"exit_marker": "<RUN/job.exit content>" or null, "exit_marker_age": seconds
+since it was written or null, "summary": true|false,
 "rc": N, "stdout": "...", "stderr": "..."} where rc/stdout/stderr are those of ARGV (the
 scheduler's status command, run with a 60 s limit; rc null when no ARGV is given). The
 job's own exit marker is the first truth about a job; the scheduler's word is second
@@ -36,6 +37,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 STDERR_KEEP = 8000
 STATUS_TIMEOUT = 60
@@ -89,12 +91,15 @@ def cmd_submit(run, argv):
 
 
 def cmd_status(run, argv):
+    age = None
     try:
         with open(os.path.join(run, "job.exit"), encoding="utf-8") as f:
             marker = f.read().strip()
+            age = max(0.0, time.time() - os.fstat(f.fileno()).st_mtime)
     except OSError:
         marker = None
-    reply = {"exit_marker": marker, "summary": os.path.isfile(os.path.join(run, "summary.json")),
+    reply = {"exit_marker": marker, "exit_marker_age": age,
+             "summary": os.path.isfile(os.path.join(run, "summary.json")),
              "rc": None, "stdout": "", "stderr": ""}
     if argv:
         rc, out, err = _run(argv, run, timeout=STATUS_TIMEOUT)

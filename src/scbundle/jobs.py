@@ -30,6 +30,9 @@ class Submitted:
     reused: bool  # the run directory already held a submitted job: nothing new was queued
 
 
+MARKER_GRACE_S = 90.0  # Slurm's COMPLETING lasts about KillWait (30 s by default) after the script ends
+
+
 @dataclass(frozen=True)
 class JobView:
     """What poll knows about a job: its own exit marker first, the scheduler's word second."""
@@ -37,10 +40,16 @@ class JobView:
     status: JobStatus
     exit_marker: int | None  # RUN/job.exit, written by the job script when it ends
     has_summary: bool
+    marker_age_s: float | None = None
 
     @property
     def finished(self) -> bool:
-        return self.exit_marker is not None or self.status.state.finished
+        """The job's own marker says it ended (the scheduler is given MARKER_GRACE_S to
+        agree, so its final word - CANCELLED, TIMEOUT - is recorded), or the scheduler says
+        so and there is no marker (killed hard, node failure, forgotten)."""
+        if self.exit_marker is not None:
+            return self.status.state.finished or (self.marker_age_s or 0.0) >= MARKER_GRACE_S
+        return self.status.state.finished
 
 
 def _reply(done_text: str, argv: list[str]) -> dict:
@@ -75,7 +84,8 @@ def status(t: Transport, sched: Scheduler, ctx: SubmitContext, job_id: str) -> J
         if marker is None:
             raise  # the scheduler cannot answer and the job has not said it ended: ask later
         statuses = {job_id: JobStatus(job_id, "", JobState.UNKNOWN, None, raw="(scheduler did not answer)")}
-    return JobView(statuses[job_id], marker, bool(reply.get("summary")))
+    age = reply.get("exit_marker_age")
+    return JobView(statuses[job_id], marker, bool(reply.get("summary")), float(age) if isinstance(age, int | float) else None)
 
 
 def cancel(t: Transport, sched: Scheduler, ctx: SubmitContext, job_id: str) -> None:

@@ -86,9 +86,9 @@ def prepare(app: App, *, remote_id: int, stage: str | None = None) -> Prepared:
     n_configs = 0
     cost, cost_source = st.cost_seconds, "configured"
     if specs:
-        # The stage's specs carry relative costs around its configured cost_seconds; measured
-        # seconds from earlier jobs rescale them so requests converge on the fill factor.
-        scale = measured[0] / st.cost_seconds if measured else 1.0
+        # Measured seconds from earlier jobs rescale the stage's estimates (keeping their
+        # relative weights), so requests converge on the fill factor.
+        scale = measured[0] / statistics.median(sp.cost for sp in specs) if measured else 1.0
         if scale != 1.0:
             specs = [replace(sp, cost=sp.cost * scale) for sp in specs]
         cost = sum(sp.cost for sp in specs) / len(specs)
