@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The demo pipeline's "chip" program: detrend a raw image (Python 3 standard library only).
 
-    python3 sc_chip.py process --raw RAW --detrend FLAT --out OUT --stats STATS
+    python3 sc_chip.py process --raw RAW --detrend FLAT --out OUT --stats STATS [--binned BIN]
     python3 sc_chip.py dbinfo --stats STATS --imfile-id N
 
 File formats (little-endian):
@@ -9,7 +9,9 @@ File formats (little-endian):
     detrend    b"SCFLAT1 <width> <height> <bias>\\n" then width*height float32
     processed  b"SCPROC1 <width> <height>\\n"        then width*height float32
 
-processed = (raw - bias) / flat. A raw pixel at 65535 is saturated: it is counted (nsat),
+processed = (raw - bias) / flat. With --binned, also a 2x2-binned copy of the processed
+image (SCPROC1; each binned pixel the mean of the finite pixels of its 2x2 block, NaN if
+none; odd edges bin what they have): the small permanent product the later stages read. A raw pixel at 65535 is saturated: it is counted (nsat),
 written as NaN and left out of the statistics; so is a pixel whose flat value is not a
 positive finite number (counted as nbad). The statistics cover the remaining pixels
 (npix of them; population standard deviation).
@@ -268,7 +270,27 @@ def pixel_stats(values) -> dict:
             "max": good[-1], "median": med}
 
 
-def process(raw_path, flat_path, out_path, stats_path) -> dict:
+def bin2(width, height, values):
+    """(bw, bh, array('f')): 2x2 blocks averaged over their finite pixels (NaN if none)."""
+    bw, bh = (width + 1) // 2, (height + 1) // 2
+    out = array("f", bytes(4 * bw * bh))
+    nan = float("nan")
+    for by in range(bh):
+        rows = [y * width for y in (2 * by, 2 * by + 1) if y < height]
+        for bx in range(bw):
+            total, n = 0.0, 0
+            for row in rows:
+                for x in (2 * bx, 2 * bx + 1):
+                    if x < width:
+                        v = values[row + x]
+                        if v == v:
+                            total += v
+                            n += 1
+            out[by * bw + bx] = total / n if n else nan
+    return bw, bh, out
+
+
+def process(raw_path, flat_path, out_path, stats_path, binned_path=None) -> dict:
     t0 = time.perf_counter()
     w, h, raw = read_raw(raw_path)
     fw, fh, bias, flat = read_flat(flat_path)
@@ -278,6 +300,8 @@ def process(raw_path, flat_path, out_path, stats_path) -> dict:
     out, nsat, nbad = detrend(raw, bias, flat)
     stats = pixel_stats(out)
     _write_or_os_error(write_proc, out_path, w, h, out)
+    if binned_path:
+        _write_or_os_error(write_proc, binned_path, *bin2(w, h, out))
     stats.update({"nsat": nsat, "nbad": nbad, "width": w, "height": h,
                   "seconds": round(time.perf_counter() - t0, 6)})
     text = json.dumps(stats, sort_keys=True, allow_nan=False) + "\n"
@@ -303,7 +327,8 @@ def _write_text_atomic(path, text):
 STATS_NUMBERS = ("mean", "stdev", "median", "min", "max")
 
 
-def dbinfo(stats_path, imfile_id) -> dict:
+def read_stats(stats_path) -> dict:
+    """The JSON object a process step wrote; ChipDataError if it is not one."""
     with open(stats_path, "r", encoding="utf-8") as f:
         try:
             stats = json.load(f)
@@ -311,6 +336,16 @@ def dbinfo(stats_path, imfile_id) -> dict:
             raise ChipDataError("%s: not valid JSON: %s" % (stats_path, e))
     if not isinstance(stats, dict):
         raise ChipDataError("%s: not a JSON object" % stats_path)
+    return stats
+
+
+NUM = (int, float)
+
+
+def stats_record(stats_path, table, key_column, key_id, columns) -> dict:
+    """The dbinfo record for ``table``: ``columns`` is a list of (column, stats key, types,
+    nullable); a value that is absent, of another type or not finite is a data error."""
+    stats = read_stats(stats_path)
 
     def get(key, kinds, nullable):
         if key not in stats:
@@ -323,28 +358,36 @@ def dbinfo(stats_path, imfile_id) -> dict:
             raise ChipDataError("%s: bad %r: %r" % (stats_path, key, v))
         return v
 
-    num = (int, float)
     return {
-        "table": "chip_result",
-        "key": {"imfile_id": imfile_id},
-        "values": {
-            "mean": get("mean", num, True),
-            "stdev": get("stdev", num, True),
-            "median": get("median", num, True),
-            "npix": get("npix", int, False),
-            "nsat": get("nsat", int, False),
-            "bg_min": get("min", num, True),
-            "bg_max": get("max", num, True),
-            "dtime_chip": get("seconds", num, False),
-        },
+        "table": table,
+        "key": {key_column: key_id},
+        "values": dict((col, get(key, kinds, nullable)) for col, key, kinds, nullable in columns),
     }
+
+
+CHIP_DBINFO = [
+    ("mean", "mean", NUM, True),
+    ("stdev", "stdev", NUM, True),
+    ("median", "median", NUM, True),
+    ("npix", "npix", int, False),
+    ("nsat", "nsat", int, False),
+    ("bg_min", "min", NUM, True),
+    ("bg_max", "max", NUM, True),
+    ("dtime_chip", "seconds", NUM, False),
+]
+
+
+def dbinfo(stats_path, imfile_id) -> dict:
+    return stats_record(stats_path, "chip_result", "imfile_id", imfile_id, CHIP_DBINFO)
 
 
 # ---------------------------------------------------------------------------------------
 # Command line
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
+    """argparse that exits 3 (the usage fault) on a bad command line."""
+
     def error(self, message):
         self.print_usage(sys.stderr)
         sys.stderr.write("%s: error: %s\n" % (self.prog, message))
@@ -352,30 +395,31 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    p = _Parser(prog="sc_chip.py", description="The demo pipeline's chip program.")
-    sub = p.add_subparsers(dest="cmd", metavar="{process,dbinfo}", parser_class=_Parser)
+    p = Parser(prog="sc_chip.py", description="The demo pipeline's chip program.")
+    sub = p.add_subparsers(dest="cmd", metavar="{process,dbinfo}", parser_class=Parser)
     sub.required = True
     sp = sub.add_parser("process", help="detrend RAW with FLAT, write OUT and STATS")
     sp.add_argument("--raw", required=True)
     sp.add_argument("--detrend", required=True)
     sp.add_argument("--out", required=True)
     sp.add_argument("--stats", required=True)
+    sp.add_argument("--binned", help="also write the 2x2-binned processed image here")
     sp = sub.add_parser("dbinfo", help="print the chip_result dbinfo record of STATS")
     sp.add_argument("--stats", required=True)
     sp.add_argument("--imfile-id", type=int, required=True)
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    prog = "sc_chip.py %s" % args.cmd
+def print_record(record) -> None:
+    sys.stdout.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def run_guarded(prog, func) -> int:
+    """Run ``func()``; map failures to the pipeline's exit codes with one line on stderr.
+    Shared by the demo pipeline's programs (sc_chip, sc_cam, sc_warp, sc_stack)."""
     try:
-        if args.cmd == "process":
-            process(args.raw, args.detrend, args.out, args.stats)
-        else:
-            record = dbinfo(args.stats, args.imfile_id)
-            sys.stdout.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
-            sys.stdout.flush()
+        func()
         return 0
     except ChipDataError as e:
         sys.stderr.write("%s: bad input data: %s\n" % (prog, e))
@@ -389,6 +433,18 @@ def main(argv=None) -> int:
     except OSError as e:
         sys.stderr.write("%s: %s: %s\n" % (prog, e.filename, e.strerror or e))
         return EXIT_OS
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def work():
+        if args.cmd == "process":
+            process(args.raw, args.detrend, args.out, args.stats, args.binned)
+        else:
+            print_record(dbinfo(args.stats, args.imfile_id))
+
+    return run_guarded("sc_chip.py %s" % args.cmd, work)
 
 
 if __name__ == "__main__":
