@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Install what the real ssh test site (tests/sitekit.py) needs, from Debian's packages:
-# sshd + ssh client, pam_oath + oathtool, ip (network namespaces), procps.
+# Install what the real ssh test site (tests/sitekit.py) and the real Slurm (tests/slurmkit.py) need,
+# from Debian's packages: sshd + ssh client, pam_oath + oathtool, ip (network namespaces), procps;
+# Slurm 22.05 (slurmctld, slurmd, the client commands) and munge.
 # Idempotent: installs only when a package is missing, runs `apt-get update` at most once, and never
-# starts (or leaves running) the system's ssh service: the test site runs its own sshds.
+# starts (or leaves running) the system's ssh, munge or slurm services: the tests run their own.
 set -euo pipefail
 
 PKGS=(openssh-server openssh-client libpam-oath oathtool iproute2 procps)
+PKGS+=(slurmctld slurmd slurm-client munge)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "install-test-services: no dpkg here; install ${PKGS[*]} (or equivalents) by hand" >&2
@@ -43,6 +45,9 @@ trap cleanup EXIT
 
 was_sshd_running=0
 if pgrep -x sshd >/dev/null 2>&1 || [ -e /run/sshd.pid ]; then was_sshd_running=1; fi
+# munge and slurm daemons that ran before the install (the tests' own, from tests/slurmkit.py) stay
+daemon_pids() { for d in munged slurmctld slurmd; do pgrep -x "$d" || true; done | sort; }
+pids_before=$(daemon_pids)
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
@@ -57,6 +62,15 @@ if [ "$was_sshd_running" = 0 ] && [ -e /run/sshd.pid ]; then
     kill "$(cat /run/sshd.pid)" 2>/dev/null || true
   fi
   stopped="; stopped the system sshd the install started"
+fi
+new_pids=$(comm -13 <(echo "$pids_before") <(daemon_pids) | grep . || true)
+if [ -n "$new_pids" ]; then
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now munge.service slurmctld.service slurmd.service >/dev/null 2>&1 || true
+  fi
+  # shellcheck disable=SC2086 # one pid a word
+  kill $new_pids 2>/dev/null || true
+  stopped="${stopped}; stopped the munge/slurm daemons the install started (pids $(echo $new_pids))"
 fi
 
 if [ "$own_policy" = 1 ]; then how="service starts blocked by a temporary policy-rc.d"; else how="existing policy-rc.d kept"; fi

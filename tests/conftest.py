@@ -56,3 +56,16 @@ try:
 except ImportError:  # pragma: no cover - sitekit lives beside this file
     raise
 test_site = site_fixture(scope="session")
+
+
+# the real Slurm (tests/slurmkit.py): one per test session (shared with other sessions on this machine)
+from slurmkit import cluster_fixture  # noqa: E402
+
+slurm_cluster = cluster_fixture(scope="session")
+
+
+@pytest.fixture(scope="session")
+def slurm_site(test_site, slurm_cluster):
+    """The ssh test site whose front end (its netns) reaches the test Slurm: sbatch/srun over ssh."""
+    slurm_cluster.attach_site(test_site)
+    return test_site

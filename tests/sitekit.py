@@ -24,6 +24,10 @@ by ssh through the bastion. The root netns gets a route for the front subnet int
 direct connect fails at once ("No route to host") and never leaves the machine. Without namespaces
 (SCBSITE_NETNS=0, or `ip netns add` fails) both sshds listen on 127.0.0.1 with free ports.
 
+route_front_to_host(site, ip) adds, on demand, a veth root <-> front that carries only traffic to one
+root-netns address (the test Slurm's daemons, tests/slurmkit.py); ssh still reaches the front end only
+through the bastion.
+
 PAM: OpenSSH calls pam_start(SSHD_PAM_SERVICE, ...) and SSHD_PAM_SERVICE defaults to __progname, the
 basename of argv[0] (auth-pam.h; Debian does not override it). Each sshd therefore runs through a
 symlink /usr/local/sbin/sshd-<prefix>front|bastion -> /usr/sbin/sshd and gets /etc/pam.d/sshd-<prefix>...
@@ -150,6 +154,8 @@ class TestSite:
     bastion_ns: str | None = None
     front_ns: str | None = None
     prefix: str = "scb"
+    # root-netns address -> the front's address on its link to it (route_front_to_host)
+    host_routes: dict[str, str] = field(default_factory=dict)
     _rt: _Runtime | None = field(default=None, repr=False)
     _totp_steps: dict[str, int] = field(default_factory=dict, repr=False)
     _totp_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -605,6 +611,52 @@ def _setup_netns(rt: _Runtime, prefix: str) -> tuple[str, str, str, str] | str:
     finally:
         os.close(net_lock)
     return ns_b, ns_f, b1, f2
+
+
+def route_front_to_host(site: TestSite, host_ip: str) -> str | None:
+    """Let the front netns reach `host_ip`, an address of the root netns (the test Slurm's daemons,
+    tests/slurmkit.py), and be reached back from it (slurmstepd connects to srun's ports).
+
+    A veth root <-> front of its own (10.232.K.1/30 <-> 10.232.K.2/30) and, in the front netns,
+    a /32 route to `host_ip` through it; the root netns gets only the connected /30. The front
+    sshd listens on its bastion-side address alone, and the root netns still routes that address
+    into the bastion, so ssh reaches the front end only through the bastion, as before.
+    Idempotent per address; undone by stop() (the veth dies with the front netns). Returns the
+    front's address on the link, or None in loopback mode (the front shares the root netns).
+    """
+    if not site.namespaces or site.front_ns is None or site._rt is None:
+        return None
+    if host_ip in site.host_routes:
+        return site.host_routes[host_ip]
+    m = re.fullmatch(rf"{re.escape(site.prefix)}-(\d+)-(\d)-front", site.front_ns)
+    if m is None:
+        raise RuntimeError(f"unexpected front netns name {site.front_ns}")
+    pid, n = m.groups()
+    root_link, front_link = f"{site.prefix}{pid}-{n}e", f"{site.prefix}{pid}-{n}f"  # <= 15 chars
+    front_ip = next(iter(site.host_routes.values()), None)
+    if front_ip is None:
+        net_lock = _lock("/run/lock/scbsite-net.lock", wait=True)
+        try:
+            used = _run(["ip", "-4", "-o", "addr"]).stdout + _run(["ip", "-4", "route"]).stdout
+            taken = {int(k) for k in re.findall(r"10\.232\.(\d+)\.", used)}
+            k = next((k for k in range(1, 255) if k not in taken), None)
+            if k is None:
+                raise RuntimeError("no free 10.232.K.0/30 in the root network namespace")
+            root_ip, front_ip = f"10.232.{k}.1", f"10.232.{k}.2"
+            _run(["ip", "link", "add", root_link, "type", "veth", "peer", "name", front_link])
+            site._rt.host_links.append(root_link)
+            _run(["ip", "link", "set", front_link, "netns", site.front_ns])
+            _run(["ip", "addr", "add", f"{root_ip}/30", "dev", root_link])
+            _run(["ip", "link", "set", root_link, "up"])
+            _run(["ip", "-n", site.front_ns, "addr", "add", f"{front_ip}/30", "dev", front_link])
+            _run(["ip", "-n", site.front_ns, "link", "set", front_link, "up"])
+        finally:
+            os.close(net_lock)
+    gateway = front_ip.rsplit(".", 1)[0] + ".1"
+    route = ["route", "replace", f"{host_ip}/32", "via", gateway, "dev", front_link]
+    _run(["ip", "-n", site.front_ns, *route])
+    site.host_routes[host_ip] = front_ip
+    return front_ip
 
 
 def _free_octet() -> int:
