@@ -14,8 +14,8 @@ rm -f job.exit summary.json
 trap 'rc=$?; echo "$rc" > "$RUN/job.exit.tmp" && mv -f "$RUN/job.exit.tmp" "$RUN/job.exit"' EXIT
 # The runner starts no component in the last minutes of the walltime and stops one that
 # would run past it, so a rank that runs out of time leaves its unfinished work marked.
-export SCB_JOB_START=$(date +%s)
-export SCB_DEADLINE=$(( SCB_JOB_START + 7200 ))
+export SCB_JOB_START=$(date +%s.%N)
+export SCB_DEADLINE=$(( ${SCB_JOB_START%.*} + 7200 ))
 echo "scbundle job scb-chip-7-a1 remote_id 7 starts $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
 "$PY" -S "$TOOLS/sc_runner.py" pre "$RUN" || exit $?
 # 1 multi-prog step(s), concurrent, each on its own nodes of the
