@@ -110,7 +110,8 @@ class SshEnv:
 
 
 def write_config(path: Path, home: Path, site: TestSite, user: str, control_dir: Path, *, link: str = "ssh",
-                 known_hosts: Path | None = None, identity: Path | None = None, drop_hours: float = 12.0) -> None:  # fmt: skip
+                 known_hosts: Path | None = None, identity: Path | None = None, drop_hours: float = 12.0,
+                 scheduler: str = "local", cores_per_node: int = 2) -> None:  # fmt: skip
     remote = site.remote_root / home.name
     perm = site.permanent_root / home.name
     u = site.users[user]
@@ -128,9 +129,9 @@ def write_config(path: Path, home: Path, site: TestSite, user: str, control_dir:
         f"workdir = {toml_value(home / 'work')}",
         f"default_site = {toml_value(SITE)}",
         "[stages.chip]", "threads = 1", "cost_seconds = 0.05",
-        f"[sites.{SITE}]", f"link = {toml_value(link)}", 'scheduler = "local"',
+        f"[sites.{SITE}]", f"link = {toml_value(link)}", f"scheduler = {toml_value(scheduler)}",
         f"remote_root = {toml_value(remote)}", f"permanent_root = {toml_value(perm)}",
-        "cores_per_node = 2", "max_nodes = 1", "fill_factor = 0.8", 'max_walltime = "01:00:00"',
+        f"cores_per_node = {cores_per_node}", "max_nodes = 1", "fill_factor = 0.8", 'max_walltime = "01:00:00"',
         f"python = {toml_value(site.python)}", f"drop_hours = {toml_value(drop_hours)}",
         f"[[sites.{SITE}.paths]]", f"local = {toml_value(home / 'data')}", f"remote = {toml_value(remote / 'data')}",
         f"[sites.{SITE}.ssh]", *(f"{k} = {toml_value(v)}" for k, v in ssh.items()),

@@ -1,0 +1,64 @@
+"""The remote case: scbundle over the link (a one-time-password login through the bastion
+of tests/sitekit.py) to a front end whose jobs go to the real Slurm (tests/slurmkit.py).
+sbatch, scontrol and srun run on the front end, inside its network namespace, as the site
+user; nothing on the local side talks to Slurm."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "link"))
+from linkkit import SshEnv, write_config  # noqa: E402
+
+
+@pytest.fixture
+def slurm_ssh(slurm_site, tmp_path):
+    home = Path(tempfile.mkdtemp(prefix="h", dir=tmp_path))
+    control = Path(tempfile.mkdtemp(prefix="scbc-", dir="/tmp"))
+    control.chmod(0o700)
+    user = slurm_site.otp_users[0]
+    cfg = tmp_path / "scbundle.toml"
+    write_config(cfg, home, slurm_site, user, control, scheduler="slurm", cores_per_node=8)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCBUNDLE_", "SLURM_"))}
+    env.update(COLUMNS="160", XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    e = SshEnv(slurm_site, home, cfg, control, user, env)
+    e.cli("db", "upgrade")
+    try:
+        yield e
+    finally:
+        e.cli("link", "stop", check=False)
+        shutil.rmtree(control, ignore_errors=True)
+
+
+def test_chip_bundle_through_the_bastion_runs_as_a_real_slurm_job(slurm_ssh, slurm_cluster):
+    e = slurm_ssh
+    e.link_start()
+    e.cli("demo-data", "--images", "40")
+    rid = json.loads(e.cli("define", "--label", "s", "--stage", "chip", "--json").stdout)["remote_id"]
+    e.cli("prepare", "chip", "--remote-id", str(rid))
+    # exec killed right after Slurm accepted the job, before the job id reached the database
+    assert e.cli("exec", "--remote-id", str(rid), failpoint="exec.submitted", check=False).returncode == -9
+    assert e.q("select state, job_id from remote_run") == [("pending", None)]
+    ex = json.loads(e.cli("exec", "--remote-id", str(rid), "--json").stdout)[0]
+    assert ex["job_id"] and ex["invocations"] <= 7
+    run_dir = e.permanent / "runs" / f"chip.{rid}.a1"
+    scripts = slurm_cluster.run("squeue", "-h", "-t", "all", "-o", "%o").stdout.split()
+    assert scripts.count(str(run_dir / "job.sh")) == 1  # the second exec found the job, it did not submit again
+    job = slurm_cluster.job(ex["job_id"])
+    assert job is not None and job["JobName"] == f"scb-chip-{rid}-a1" and job["UserId"].startswith(e.user)
+    e.cli("poll", "--remote-id", str(rid), "--wait", "240")
+    assert e.q("select state from remote_run") == [("full",)]
+    assert e.q("select count(*) from chip_result") == [(40,)]
+    assert e.q("select sched_state from remote_run")[0][0] in ("COMPLETED", "(forgotten)")
+    out = (run_dir / "job.out").read_text()
+    assert f"scbundle job scb-chip-{rid}-a1" in out and "error" not in out.lower()
+    assert (run_dir / "job.submitted").read_text().strip() == ex["job_id"]  # sbatch --parsable's answer, kept
+    st = json.loads(e.cli("status", "--remote-id", str(rid), "--json").stdout)["runs"][0]
+    assert st["usage"]["fill"] is not None and st["usage"]["requested_core_h"] > 0
