@@ -204,3 +204,20 @@ def test_measured_costs_feed_the_next_request_and_status_shows_fill(slurm_cluste
     prepare(app, remote_id=rid2)
     cost, source = q(app, "select cost_seconds, cost_source from remote_run where remote_id=?", rid2)[0]
     assert source == "median of 25 measured" and 1.0 <= cost < 5.0
+
+
+def test_walltime_hit_faults_the_unfinished_6_and_keeps_the_rest(slurm_cluster, tmp_path):
+    probes = {i: Probe("ok", 0.2) for i in range(1, 5)}
+    probes.update({i: Probe("ok", 600) for i in range(5, 9)})
+    app = probe_app(tmp_path, probes, cores_per_node=4)
+    rid = start(app)
+    job_id = q(app, "select job_id from remote_run")[0][0]
+    slurm_cluster.wait_job(job_id, {"RUNNING"}, timeout=60)
+    slurm_cluster.run("scontrol", "update", f"jobid={job_id}", "TimeLimit=1")  # one minute: Slurm times it out
+    assert poll_until_done(app, rid, timeout=300) == "error"
+    c = comp(app, rid)
+    assert [c[i][0] for i in range(1, 5)] == ["full"] * 4
+    assert all(c[i][:2] == ("error", 6) for i in range(5, 9)), c
+    assert q(app, "select fault, sched_state from remote_run") == [(6, "TIMEOUT")]
+    (rev,) = revert(app, remote_id=rid, fault=6)
+    assert rev.requeued == 4
