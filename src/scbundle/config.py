@@ -144,6 +144,9 @@ class StageSettings(_Strict):
     # prepare uses the median measured seconds of the stage's recent components once there
     # are this many (0: always the configured cost_seconds)
     measured_cost_min: Annotated[int, Field(ge=0)] = 20
+    # the stage `scbundle advance` queues after this one; unset: the stage's own (chip -> cam ->
+    # warp -> stack); "" ends the pipeline here
+    next_stage: str | None = None
 
 
 class DaemonSettings(_Strict):
@@ -211,8 +214,13 @@ def embedded_default(home: Path | None = None) -> dict:
                 "python": sys.executable or "python3",  # the "remote" side is this machine
             }
         },
-        # the demo's chips are 64x64 pixels: ~0.05 s each, one thread
-        "stages": {"chip": {"threads": 1, "cost_seconds": 0.05}},
+        # the demo's chips are 64x64 pixels: ~0.05 s each, one thread; its later stages as small
+        "stages": {
+            "chip": {"threads": 1, "cost_seconds": 0.05},
+            "cam": {"threads": 1, "cost_seconds": 0.1},
+            "warp": {"threads": 1, "cost_seconds": 0.1},
+            "stack": {"threads": 1, "cost_seconds": 0.2},
+        },
     }
 
 
@@ -240,6 +248,9 @@ def config_from_dict(data: dict, source: str) -> Config:
     unknown = sorted(set(config.stages) - set(STAGES))
     if unknown:
         raise ConfigError(f"config {source}: unknown stage(s) {unknown} under [stages] (known: {sorted(STAGES)})")
+    for name, settings in config.stages.items():
+        if settings.next_stage and settings.next_stage not in STAGES:
+            raise ConfigError(f"config {source}: stages.{name}.next_stage {settings.next_stage!r} is no stage (known: {sorted(STAGES)})")
     return config
 
 

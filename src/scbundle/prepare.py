@@ -14,7 +14,7 @@ from .bundle.build import BundlePlan, assemble, job_name, remote_run_dir, write_
 from .db.models import RemoteComponent, RemoteRun
 from .errors import BundleError, StateError
 from .failpoints import failpoint
-from .stages.base import ComponentSpec, MissingInput
+from .stages.base import BuildFailure, ComponentSpec, MissingInput, build_isolated
 from .states import ComponentState, Fault, RunState
 
 
@@ -76,12 +76,12 @@ def prepare(app: App, *, remote_id: int, stage: str | None = None) -> Prepared:
         )
         settings = app.config.stage_settings(run.stage)
         measured = measured_cost(s, run.stage, settings.measured_cost_min)
-        built = st.build(s, [c.stage_id for c in comps], ctx)
+        built = build_isolated(st, s, [c.stage_id for c in comps], ctx)  # one raising component is faulted alone
         attempt = run.attempt
         path_base = local_path_base(app, run)
 
     specs = [b for b in built if isinstance(b, ComponentSpec)]
-    missing = [(c, b) for c, b in zip(comps, built, strict=True) if isinstance(b, MissingInput)]
+    missing = [(c, b) for c, b in zip(comps, built, strict=True) if isinstance(b, MissingInput | BuildFailure)]
     request = None
     n_configs = 0
     cost, cost_source = st.cost_seconds, "configured"
@@ -138,15 +138,15 @@ def prepare(app: App, *, remote_id: int, stage: str | None = None) -> Prepared:
             s.execute(
                 update(RemoteComponent),
                 [
-                    {"id": c.id, "idx": None, "state": ComponentState.ERROR, "fault": int(Fault.DATA),
-                     "attempts": c.attempts + 1, "message": f"input missing locally: {b.path}"}
+                    {"id": c.id, "idx": None, "state": ComponentState.ERROR, "fault": b.fault,
+                     "attempts": c.attempts + 1, "message": b.message}
                     for c, b in missing
                 ],
             )  # fmt: skip
         if request is None:
             run.state, run.prev_state = RunState.ERROR, RunState.NEW
-            run.fault = int(Fault.DATA)
-            run.message = f"no component has its inputs ({len(missing)} missing); nothing to run"
+            run.fault = statistics.mode(b.fault for _, b in missing) if missing else int(Fault.DATA)
+            run.message = f"no component has its inputs ({len(missing)} missing or failed to build); nothing to run"
         else:
             run.state = RunState.PENDING
             run.path_base = str(path_base)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, MetaData, String, UniqueConstraint, func
+from sqlalchemy import ForeignKey, Index, Integer, MetaData, String, UniqueConstraint, false, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -48,6 +48,8 @@ class RemoteRun(Base):
     sched_state: Mapped[str | None] = mapped_column(String(64))  # the scheduler's own word, raw
     job_seconds: Mapped[float | None]  # wall seconds the job ran (its own start/end)
     busy_core_seconds: Mapped[float | None]  # its components' measured seconds x threads: the busy cores
+    advanced: Mapped[bool] = mapped_column(default=False, server_default=false())  # advance examined it (full runs)
+    advance_note: Mapped[str | None] = mapped_column(String(2000))  # what advance queued / found blocked
     created: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
     updated: Mapped[datetime] = mapped_column(server_default=func.current_timestamp(), onupdate=func.current_timestamp())
 
@@ -91,6 +93,10 @@ class Exposure(Base):
     exp_name: Mapped[str] = mapped_column(String(64), unique=True)
     filter: Mapped[str] = mapped_column(String(16))
     dateobs: Mapped[datetime]
+    # pointing of the exposure's centre and its rotation on the sky (None: unknown, no warp)
+    ra_deg: Mapped[float | None]
+    dec_deg: Mapped[float | None]
+    rot_deg: Mapped[float | None]
 
 
 class Detrend(Base):
@@ -136,6 +142,126 @@ class ChipResult(Base):
     bg_min: Mapped[float | None]
     bg_max: Mapped[float | None]
     dtime_chip: Mapped[float | None]
+    binned_uri: Mapped[str | None] = mapped_column(String(1024))  # local: the 2x2-binned image (permanent)
+
+
+class CamResult(Base):
+    """The cam stage's result for one exposure: the mosaic of its chips (stage_id = exp_id)."""
+
+    __tablename__ = "cam_result"
+
+    exp_id: Mapped[int] = mapped_column(ForeignKey("exposure.exp_id"), primary_key=True)
+    remote_id: Mapped[int] = mapped_column(ForeignKey("remote_run.remote_id"))
+    mosaic_uri: Mapped[str | None] = mapped_column(String(1024))  # local paths of the permanent products
+    stats_uri: Mapped[str | None] = mapped_column(String(1024))
+    n_chips: Mapped[int | None]
+    npix: Mapped[int | None]
+    mean: Mapped[float | None]
+    stdev: Mapped[float | None]
+    median: Mapped[float | None]
+    sky: Mapped[float | None]
+    sky_spread: Mapped[float | None]
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    dtime_cam: Mapped[float | None]
+
+
+class Skycell(Base):
+    """The sky-cell catalog: tiles of a projection cell's tangent plane (the warp/stack grid)."""
+
+    __tablename__ = "skycell"
+
+    skycell_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    tess: Mapped[str] = mapped_column(String(32))  # its projection cell
+    proj_ra_deg: Mapped[float]  # the projection cell's tangent point
+    proj_dec_deg: Mapped[float]
+    scale_arcsec: Mapped[float]  # arcsec per pixel of the plane
+    x0: Mapped[int]  # pixel origin and size in the plane
+    y0: Mapped[int]
+    width: Mapped[int]
+    height: Mapped[int]
+
+
+class Warp(Base):
+    """One piece of warp work: an exposure onto a sky cell it overlaps (stage_id = warp_id)."""
+
+    __tablename__ = "warp"
+    __table_args__ = (UniqueConstraint("exp_id", "skycell_id", name="uq_warp_exposure_skycell"),)
+
+    warp_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    exp_id: Mapped[int] = mapped_column(ForeignKey("exposure.exp_id"), index=True)
+    skycell_id: Mapped[int] = mapped_column(ForeignKey("skycell.skycell_id"), index=True)
+    overlap: Mapped[float]  # expected fraction of the sky cell the exposure covers
+    created: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
+
+
+class WarpResult(Base):
+    __tablename__ = "warp_result"
+
+    warp_id: Mapped[int] = mapped_column(ForeignKey("warp.warp_id"), primary_key=True)
+    remote_id: Mapped[int] = mapped_column(ForeignKey("remote_run.remote_id"))
+    image_uri: Mapped[str | None] = mapped_column(String(1024))
+    stats_uri: Mapped[str | None] = mapped_column(String(1024))
+    npix: Mapped[int | None]
+    coverage: Mapped[float | None]
+    mean: Mapped[float | None]
+    stdev: Mapped[float | None]
+    median: Mapped[float | None]
+    dtime_warp: Mapped[float | None]
+
+
+class Stack(Base):
+    """One piece of stack work: a sky cell in one filter and the set of good warps it combines
+    (stage_id = stack_id). The same set is stacked once; new warps make a new stack."""
+
+    __tablename__ = "stack"
+    __table_args__ = (UniqueConstraint("skycell_id", "filter", "inputs_key", name="uq_stack_skycell_inputs"),)
+
+    stack_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    skycell_id: Mapped[int] = mapped_column(ForeignKey("skycell.skycell_id"), index=True)
+    filter: Mapped[str] = mapped_column(String(16))
+    n_inputs: Mapped[int]
+    inputs_key: Mapped[str] = mapped_column(String(64))  # sha256 of the sorted warp_ids
+    created: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
+
+
+class StackInput(Base):
+    __tablename__ = "stack_input"
+
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stack.stack_id", ondelete="CASCADE"), primary_key=True)
+    warp_id: Mapped[int] = mapped_column(ForeignKey("warp.warp_id"), primary_key=True)
+
+
+class StackResult(Base):
+    __tablename__ = "stack_result"
+
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stack.stack_id"), primary_key=True)
+    remote_id: Mapped[int] = mapped_column(ForeignKey("remote_run.remote_id"))
+    image_uri: Mapped[str | None] = mapped_column(String(1024))
+    stats_uri: Mapped[str | None] = mapped_column(String(1024))
+    n_inputs: Mapped[int | None]
+    npix: Mapped[int | None]
+    coverage: Mapped[float | None]
+    depth: Mapped[float | None]
+    mean: Mapped[float | None]
+    stdev: Mapped[float | None]
+    median: Mapped[float | None]
+    dtime_stack: Mapped[float | None]
+
+
+class AdvanceBlock(Base):
+    """A next-stage item that advance did not queue because an input failed for good, and
+    why (`scbundle status` shows these under the run whose advance found them)."""
+
+    __tablename__ = "advance_block"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    remote_id: Mapped[int] = mapped_column(ForeignKey("remote_run.remote_id", ondelete="CASCADE"), index=True)
+    stage: Mapped[str] = mapped_column(String(32))  # the stage the item would have gone to
+    item_id: Mapped[int] = mapped_column(Integer)  # its key: exp_id (cam, warp), skycell_id (stack)
+    item: Mapped[str] = mapped_column(String(128))  # readable name, e.g. "exposure o5300g0003o"
+    reason: Mapped[str] = mapped_column(String(1000))
 
 
 # --- task switches and in-flight steps (the 12-hour maintenance waits on these) --------------

@@ -28,6 +28,7 @@ CHIP_COLUMNS: dict[str, type] = {
 class ChipStage(Stage):
     name = "chip"
     dbinfo_tables = {"chip_result": DbinfoTable(ChipResult, "imfile_id", CHIP_COLUMNS)}
+    next_stage = "cam"
 
     def __init__(self, threads: int = 2, cost_seconds: float = 150.0) -> None:
         self.threads = threads
@@ -45,6 +46,11 @@ class ChipStage(Stage):
         """Local paths of the processed image and the statistics file."""
         base = posixpath.join(data_root, "chip", label, exp_name, f"{exp_name}.{class_id}")
         return base + ".ch.proc", base + ".ch.stats.json"
+
+    @staticmethod
+    def binned_output(processed: str) -> str:
+        """Local path of the 2x2-binned image beside the processed one (a permanent product: cam reads it)."""
+        return processed.removesuffix(".ch.proc") + ".ch.b2"
 
     def _rows(self, session: Session, stage_ids: Sequence[int]):
         rows = {}
@@ -90,15 +96,16 @@ class ChipStage(Stage):
                 continue
             data_root = next(r for r in pm.local_roots() if raw.startswith(r.rstrip("/") + "/"))
             proc_l, stats_l = self.outputs(ctx.label, data_root, exp_name, class_id)
-            raw_r, flat_r, proc_r, stats_r = (pm.to_remote(p) for p in (raw, flat, proc_l, stats_l))
+            bin_l = self.binned_output(proc_l)
+            raw_r, flat_r, proc_r, stats_r, bin_r = (pm.to_remote(p) for p in (raw, flat, proc_l, stats_l, bin_l))
             out.append(
                 ComponentSpec(
                     stage_id=sid,
                     inputs=(Requirement(raw, raw_r, size_of(raw) or 0), Requirement(flat, flat_r, size_of(flat) or 0)),
                     out_dirs=(posixpath.dirname(proc_r),),
-                    command=(py, "-S", chip_py, "process", "--raw", raw_r, "--detrend", flat_r, "--out", proc_r, "--stats", stats_r),
+                    command=(py, "-S", chip_py, "process", "--raw", raw_r, "--detrend", flat_r, "--out", proc_r, "--stats", stats_r, "--binned", bin_r),
                     post=(py, "-S", chip_py, "dbinfo", "--stats", stats_r, "--imfile-id", str(sid)),
-                    products=((stats_r, stats_l),),
+                    products=((stats_r, stats_l), (bin_r, bin_l)),
                     cost=self.cost_seconds * npix / typical,
                 )
             )
@@ -121,6 +128,7 @@ class ChipStage(Stage):
                 "remote_id": run.remote_id,
                 "stats_uri": stats_l,
                 "processed_uri": ctx.pathmap.to_remote(proc_l),
+                "binned_uri": self.binned_output(proc_l),
                 **{c: rec.values.get(c) for c in CHIP_COLUMNS},
             }
             (changed if rec.stage_id in existing else new).append(values)
