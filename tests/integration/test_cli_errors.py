@@ -74,3 +74,22 @@ def test_one_piece_of_work_never_in_two_live_runs(cli):
     with sqlite3.connect(cli.db_path) as c:
         rows = c.execute("select stage_id, count(*) from remote_component group by stage_id").fetchall()
     assert len(rows) == 5 and all(n == 1 for _, n in rows)
+
+
+def test_cancel_names_what_is_wrong(cli):
+    cli("db", "upgrade")
+    line = one_error_line(cli("cancel", "--remote-id", "5", check=False))
+    assert "remote_id 5 does not exist" in line
+    cli("demo-data", "--images", "2")
+    rid = cli.json("define", "--label", "c", "--stage", "chip")["remote_id"]
+    line = one_error_line(cli("cancel", "--remote-id", str(rid), check=False))
+    assert f"remote_id {rid}" in line and "'new'" in line
+
+
+def test_bad_scheduler_and_account_are_named(cli, tmp_path):
+    cfg = tmp_path / "c.toml"
+    base = f'database = "sqlite:///{tmp_path}/x.db"\nworkdir = "{tmp_path}/w"\n[sites.local]\nremote_root = "/r"\npermanent_root = "/p"\n'
+    cfg.write_text(base + 'scheduler = "pbs"\n')
+    assert "sites.local.scheduler" in one_error_line(cli("--config", str(cfg), "status", check=False))
+    cfg.write_text(base + 'account = "a b\\n#SBATCH --x"\n')
+    assert "sites.local.account" in one_error_line(cli("--config", str(cfg), "status", check=False))
