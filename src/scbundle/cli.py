@@ -211,6 +211,31 @@ def poll(c: Ctx, remote_id: int | None, label: str | None, wait_s: float | None,
 
 
 @cli.command()
+@click.option("--label", default=None, help="only runs of this label")
+@click.option("--remote-id", type=int, default=None, help="examine this full run again, even if advanced before")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def advance(c: Ctx, label: str | None, remote_id: int | None, as_json: bool) -> None:
+    """Full runs queue the next stage's work (chip -> cam -> warp -> stack) in new runs."""
+    from .advance import advance as do_advance
+
+    rep = do_advance(c.app(), label=label, remote_id=remote_id)
+    if rep.skipped:
+        click.echo(rep.skipped, err=True)
+    if as_json:
+        emit_json({"runs": [asdict(r) for r in rep.runs], "defined": [asdict(d) for d in rep.defined], "blocked": [asdict(b) for b in rep.blocked]})
+        return
+    for r in rep.runs:
+        click.echo(f"remote_id {r.remote_id} ({r.stage}): {r.note}")
+    for d in rep.defined:
+        click.echo(f"remote_id {d.remote_id}: {d.n_components} {d.stage} components, label {d.label}, state new")
+    for b in rep.blocked:
+        click.echo(f"blocked {b.stage} {b.item} (from remote_id {b.remote_id}): {b.reason}")
+    if not rep.runs and not rep.skipped:
+        click.echo("nothing to advance (no full run that is not advanced yet)")
+
+
+@cli.command()
 @click.option("--label", default=None)
 @click.option("--remote-id", type=int, default=None)
 @click.option("--all", "show_all", is_flag=True, help="list every component of --remote-id")
@@ -219,15 +244,18 @@ def poll(c: Ctx, remote_id: int | None, label: str | None, wait_s: float | None,
 def status(c: Ctx, label: str | None, remote_id: int | None, show_all: bool, as_json: bool) -> None:
     """Runs by state (Njobs/Ngood/Nfail) and, with --remote-id, their components."""
     from .status import as_json as rows_json
-    from .status import component_statuses, components_table, run_statuses, runs_table
+    from .status import advance_lines, blocked_items, component_statuses, components_table, run_statuses, runs_table
 
     app = c.app()
     runs = run_statuses(app, label=label, remote_id=remote_id)
     comps = component_statuses(app, remote_id, only_failed=not show_all) if remote_id is not None else []
+    blocked = blocked_items(app, [r.remote_id for r in runs if r.advanced])
     if as_json:
-        emit_json({"runs": rows_json(runs), "components": rows_json(comps)})
+        emit_json({"runs": rows_json(runs), "components": rows_json(comps), "blocked": rows_json(blocked)})
         return
     app.console.print(runs_table(runs))
+    for line in advance_lines(runs, blocked, verbose=remote_id is not None):
+        app.console.print(line, highlight=False, markup=False)
     if remote_id is not None:
         for r in runs:
             if r.sched_state:
@@ -287,47 +315,27 @@ def demo_data(c: Ctx, images: int) -> None:
 @cli.command()
 @click.option("--images", type=int, default=240, show_default=True, help="chip components in the bundle (>= 200 for the spine)")
 @click.option("--label", default="demo", show_default=True)
-@click.option("--timeout", type=float, default=600, show_default=True, help="seconds to wait for the job")
+@click.option("--timeout", type=float, default=600, show_default=True, help="seconds to wait for each job")
 @pass_ctx
 def demo(c: Ctx, images: int, label: str, timeout: float) -> None:
-    """The main job on the embedded default: define -> prepare -> exec -> poll -> full, then status."""
-    from .define import define as do_define
-    from .demo import seed_demo
-    from .exec import exec_runs
-    from .poll import poll_runs
-    from .prepare import prepare as do_prepare
-    from .status import component_statuses, components_table, run_statuses, runs_table
+    """The whole pipeline on the embedded default: chip -> cam -> warp -> stack, each run
+    defined -> prepared -> exec'd -> polled -> advanced; then the status table."""
+    from .demo import run_pipeline
+    from .status import advance_lines, blocked_items, run_statuses, runs_table
 
     app = c.app(schema=False)
     before, after = upgrade(app.db)
     say = app.console.print
     say(f"[bold]database[/] {app.db.display_url} (schema {before or 'empty'} -> {after}); config: {app.config.source}")
-    n = seed_demo(app, images)
-    say(f"[bold]demo data[/] {n} raw chip images + shared flat fields under {app.site(app.config.default_site).paths[0].local}")
-    d = do_define(app, label=label, stage="chip", limit=images, site=None, job_policy=None)
-    say(f"[bold]define[/]  remote_id {d.remote_id}: {d.n_components} chip components")
     t0 = time.perf_counter()
-    p = do_prepare(app, remote_id=d.remote_id, stage="chip")
-    say(f"[bold]prepare[/] {p.n_components} components in {time.perf_counter() - t0:.2f} s: {p.nodes} node(s) x {p.hours} h, {p.nranks} ranks, {p.n_configs} config(s)")
-    (e,) = exec_runs(app, remote_id=d.remote_id).results
-    if e.error:
-        raise ScbundleError(f"exec failed: {e.error}", remote_id=d.remote_id)
-    say(f"[bold]exec[/]    job {e.job_id} submitted; {e.pushed_files} files ({e.pushed_bytes} bytes) pushed in {e.invocations} link calls")
-    deadline = time.monotonic() + timeout
-    with app.console.status("[bold]poll[/]    waiting for the job"):
-        while True:
-            (r,) = poll_runs(app, remote_id=d.remote_id).results
-            if r.error:
-                raise ScbundleError(r.error, remote_id=d.remote_id)
-            if r.state != RunState.RUN:
-                break
-            if time.monotonic() > deadline:
-                raise ScbundleError(f"job still {r.job_state} after {timeout} s: `scbundle poll --remote-id {d.remote_id}` later", remote_id=d.remote_id)
-            time.sleep(0.5)
-    say(f"[bold]poll[/]    remote_id {d.remote_id}: {r.state} ({r.n_good} good, {r.n_failed} failed)")
-    say(runs_table(run_statuses(app, remote_id=d.remote_id)))
-    say(components_table(d.remote_id, component_statuses(app, d.remote_id), limit=12))
-    if r.state != RunState.FULL:
+    done = run_pipeline(app, images=images, label=label, timeout=timeout, say=say, wait=app.console.status)
+    ids = [r.remote_id for r in done]
+    runs = [r for r in run_statuses(app, label=label) if r.remote_id in ids]
+    say(runs_table(runs))
+    for line in advance_lines(runs, blocked_items(app, ids), verbose=False):
+        say(line, highlight=False, markup=False)
+    say(f"[bold]demo[/] {' -> '.join(r.stage for r in done)} in {time.perf_counter() - t0:.1f} s")
+    if any(r.state != RunState.FULL for r in done):
         sys.exit(1)
 
 
@@ -422,7 +430,7 @@ def link_switch_user(c: Ctx, name: str, site: str | None) -> None:
 
 @cli.group()
 def tasks() -> None:
-    """Switch exec / poll / prepare off and on (stored in the database), and wait for steps in flight."""
+    """Switch exec / poll / prepare / advance off and on (stored in the database), and wait for steps in flight."""
 
 
 @tasks.command("off")
@@ -483,7 +491,7 @@ def tasks_wait(c: Ctx, names: tuple[str, ...], timeout: float | None) -> None:
 @click.option("--poll-seconds", type=float, default=None, help="poll a run only when last_poll is older (config: daemon.poll_seconds)")
 @pass_ctx
 def daemon(c: Ctx, once: bool, loop_seconds: float | None, poll_seconds: float | None) -> None:
-    """prepare, exec and poll in a loop until SIGINT/SIGTERM, stopping at a step boundary."""
+    """prepare, exec, poll and advance in a loop until SIGINT/SIGTERM, stopping at a step boundary."""
     from .daemon import run_daemon
 
     app = c.app()

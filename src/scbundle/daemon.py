@@ -1,5 +1,5 @@
-"""The daemon: prepare, exec and poll in a loop, honouring the task switches, until SIGINT or
-SIGTERM, which stop it at the next step boundary (a step in progress always finishes)."""
+"""The daemon: prepare, exec, poll and advance in a loop, honouring the task switches, until
+SIGINT or SIGTERM, which stop it at the next step boundary (a step in progress always finishes)."""
 
 from __future__ import annotations
 
@@ -51,12 +51,18 @@ def one_pass(app: App, *, poll_seconds: float, label: str | None, prepare: bool,
     def exec_step() -> None:
         report("exec", exec_runs(app, label=label, progress=False), lambda r: f"job {r.job_id}")
 
+    def advance_step() -> None:
+        from .advance import advance
+
+        for r in advance(app, label=label).runs:  # nothing when switched off (`tasks off advance`)
+            _log(f"advance remote_id {r.remote_id}: {r.note}")
+
     def poll_step() -> None:
         report("poll", poll_runs(app, label=label, min_age_s=poll_seconds), lambda r: f"{r.state} ({r.job_state})")
 
     if prepare:
         steps.append(("prepare", prepare_step))
-    steps += [("exec", exec_step), ("poll", poll_step)]
+    steps += [("exec", exec_step), ("poll", poll_step), ("advance", advance_step)]
     for name, step in steps:
         if stop.is_set():
             return

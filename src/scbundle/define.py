@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import insert
+from sqlalchemy.orm import Session
 
 from .app import App
 from .db.models import RemoteComponent, RemoteRun
@@ -29,14 +31,20 @@ def define(app: App, *, label: str, stage: str, limit: int | None, site: str | N
         work = st.pending_work(s, limit)
         if not work:
             raise StateError(f"no pending {stage} work to define (every item is already in a run)")
-        run = RemoteRun(stage=stage, label=label, site=site_name, state=RunState.NEW, job_policy=policy, attempt=1, fault=0)
-        s.add(run)
-        s.flush()
-        s.execute(
-            insert(RemoteComponent),
-            [
-                {"remote_id": run.remote_id, "stage": stage, "stage_id": sid, "state": ComponentState.NEW, "fault": 0, "attempts": 0}
-                for sid in work
-            ],
-        )
-        return Defined(run.remote_id, len(work))
+        return Defined(define_in(s, stage=stage, label=label, site=site_name, job_policy=policy, stage_ids=work), len(work))
+
+
+def define_in(session: Session, *, stage: str, label: str, site: str, job_policy: str, stage_ids: Sequence[int]) -> int:
+    """A new run of ``stage_ids`` inside the caller's transaction; returns its remote_id. A piece
+    of work already in a run makes the insert fail (the unique (stage, stage_id) constraint)."""
+    run = RemoteRun(stage=stage, label=label, site=site, state=RunState.NEW, job_policy=job_policy, attempt=1, fault=0)
+    session.add(run)
+    session.flush()
+    session.execute(
+        insert(RemoteComponent),
+        [
+            {"remote_id": run.remote_id, "stage": stage, "stage_id": sid, "state": ComponentState.NEW, "fault": 0, "attempts": 0}
+            for sid in stage_ids
+        ],
+    )
+    return run.remote_id

@@ -1,10 +1,16 @@
-"""The demo pipeline's data: raw chip images and shared flat fields, made locally, and rows
-in the exposure / detrend / imfile tables. Real (small) images, read by remote/sc_chip.py."""
+"""The demo pipeline: its data (raw chip images and shared flat fields, made locally, rows in
+the exposure / detrend / imfile tables, each exposure's pointing, the sky-cell catalog) and
+`scbundle demo`, which carries that data through chip -> cam -> warp -> stack on the embedded
+default. Real (small) images, read by remote/sc_chip.py and its siblings."""
 
 from __future__ import annotations
 
 import importlib.util
+import time
 import zlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -13,8 +19,11 @@ from types import ModuleType
 from sqlalchemy import func, insert, select
 
 from .app import App
-from .db.models import Detrend, Exposure, Imfile
+from .db.models import Detrend, Exposure, Imfile, RemoteRun, Skycell
+from .errors import ScbundleError
+from .geometry import DEMO_TESS, Tessellation, demo_pointing
 from .resources import remote_dir
+from .states import RunState
 
 FILTERS = ("g", "r", "i", "z")
 CLASS_IDS = tuple(f"xy{n:02d}" for n in range(1, 9))
@@ -40,8 +49,22 @@ def data_root(app: App, site: str | None = None) -> Path:
     return Path(rules[0].local)
 
 
+def ensure_skycells(session, tess: Tessellation = DEMO_TESS) -> int:
+    """Put the tessellation's sky cells in the catalog (those not there yet); returns how many."""
+    have = set(session.scalars(select(Skycell.skycell_id)))
+    rows = [
+        {"skycell_id": c.skycell_id, "name": c.name, "tess": tess.name, "proj_ra_deg": c.proj_ra, "proj_dec_deg": c.proj_dec,
+         "scale_arcsec": c.scale_arcsec, "x0": c.x0, "y0": c.y0, "width": c.width, "height": c.height}
+        for c in tess.skycells() if c.skycell_id not in have
+    ]  # fmt: skip
+    if rows:
+        session.execute(insert(Skycell), rows)
+    return len(rows)
+
+
 def seed_demo(app: App, n_images: int, *, site: str | None = None, seed: int = 1) -> int:
-    """Add exposures (8 chips each) until ``n_images`` new imfiles exist; returns how many."""
+    """Add exposures (8 chips each, pointed by the demo's dither pattern) until ``n_images``
+    new imfiles exist, and the demo sky-cell catalog; returns how many imfiles."""
     chip = sc_chip()
     root = data_root(app, site)
     n_exp = -(-n_images // len(CLASS_IDS))
@@ -71,7 +94,9 @@ def seed_demo(app: App, n_images: int, *, site: str | None = None, seed: int = 1
             exp_id = first_exp + e
             name = f"o{5300 + exp_id // 1000}g{exp_id % 1000:04d}o"
             f = FILTERS[((exp_id - 1) // 4) % len(FILTERS)]  # a filter for 4 exposures in a row
-            exposures.append({"exp_id": exp_id, "exp_name": name, "filter": f, "dateobs": t0 + timedelta(minutes=exp_id)})
+            p = demo_pointing(exp_id)
+            exposures.append({"exp_id": exp_id, "exp_name": name, "filter": f, "dateobs": t0 + timedelta(minutes=exp_id),
+                              "ra_deg": p.ra_deg, "dec_deg": p.dec_deg, "rot_deg": p.rot_deg})  # fmt: skip
             for cid in CLASS_IDS:
                 if made >= n_images:
                     break
@@ -86,4 +111,87 @@ def seed_demo(app: App, n_images: int, *, site: str | None = None, seed: int = 1
                 made += 1
         s.execute(insert(Exposure), exposures)
         s.execute(insert(Imfile), imfiles)
+        ensure_skycells(s)
     return made
+
+
+# --- `scbundle demo`: the whole pipeline on the embedded default ------------------------------
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """One run the demo carried from new to its end."""
+
+    remote_id: int
+    stage: str
+    n_components: int
+    state: str
+    n_good: int
+    n_failed: int
+    seconds: float
+
+
+Say = Callable[[str], None]
+Wait = Callable[[str], AbstractContextManager[object]]  # a spinner while the job runs
+
+
+def _run(app: App, remote_id: int) -> RemoteRun:
+    with app.db.session() as s:
+        run = s.get(RemoteRun, remote_id)
+        assert run is not None
+        return run
+
+
+def drive_run(app: App, remote_id: int, *, timeout: float, say: Say, wait: Wait) -> StageRun:
+    """prepare -> exec -> poll until the job is back: one run from new to full (or error)."""
+    from .exec import exec_runs
+    from .poll import poll_runs
+    from .prepare import prepare
+
+    t0 = time.perf_counter()
+    stage = _run(app, remote_id).stage
+    p = prepare(app, remote_id=remote_id)
+    say(f"[bold]{stage:<7}[/] remote_id {remote_id}: {p.n_components} components prepared in {time.perf_counter() - t0:.2f} s"
+        f" ({p.n_missing} failed), {p.nodes} node(s) x {p.hours} h, {p.nranks} ranks")  # fmt: skip
+    if p.n_components == 0:
+        return StageRun(remote_id, stage, 0, _run(app, remote_id).state, 0, p.n_missing, time.perf_counter() - t0)
+    (e,) = exec_runs(app, remote_id=remote_id, progress=False).results
+    if e.error:
+        raise ScbundleError(f"exec failed: {e.error}", remote_id=remote_id)
+    say(f"        exec: job {e.job_id} submitted; {e.pushed_files} files ({e.pushed_bytes} bytes) pushed in {e.invocations} link calls")
+    deadline = time.monotonic() + timeout
+    with wait(f"[bold]poll[/]    waiting for {stage} job {e.job_id}"):
+        while True:
+            (r,) = poll_runs(app, remote_id=remote_id).results
+            if r.error:
+                raise ScbundleError(r.error, remote_id=remote_id)
+            if r.state != RunState.RUN:
+                break
+            if time.monotonic() > deadline:
+                raise ScbundleError(f"job still {r.job_state} after {timeout} s: `scbundle poll --remote-id {remote_id}` later", remote_id=remote_id)
+            time.sleep(0.3)
+    say(f"        poll: remote_id {remote_id}: {r.state} ({r.n_good} good, {r.n_failed} failed), {time.perf_counter() - t0:.1f} s in all")
+    return StageRun(remote_id, stage, p.n_components, r.state, r.n_good, r.n_failed, time.perf_counter() - t0)
+
+
+def run_pipeline(app: App, *, images: int, label: str, timeout: float, say: Say, wait: Wait) -> list[StageRun]:
+    """Demo data, a chip run of it, and then every run advance defines, until none is left."""
+    from .advance import advance
+    from .define import define
+    from .stages import pipeline
+
+    n = seed_demo(app, images)
+    say(f"[bold]demo data[/] {n} raw chip images + shared flat fields under {data_root(app)}; "
+        f"pipeline {' -> '.join(pipeline(app.config))}")  # fmt: skip
+    d = define(app, label=label, stage="chip", limit=images, site=None, job_policy=None)
+    say(f"[bold]define[/]  remote_id {d.remote_id}: {d.n_components} chip components")
+    todo, done = [d.remote_id], []
+    while todo:
+        done.append(drive_run(app, todo.pop(0), timeout=timeout, say=say, wait=wait))
+        rep = advance(app, label=label)
+        if rep.skipped:
+            say(rep.skipped)
+        for r in rep.runs:
+            say(f"[bold]advance[/] remote_id {r.remote_id} ({r.stage}): {r.note}")
+        todo += [x.remote_id for x in rep.defined]
+    return done

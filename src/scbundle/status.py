@@ -8,7 +8,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from .app import App, get_run
-from .db.models import RemoteComponent, RemoteRun
+from .db.models import AdvanceBlock, RemoteComponent, RemoteRun
 from .states import ComponentState
 
 
@@ -31,6 +31,8 @@ class RunStatus:
     message: str | None
     sched_state: str | None = None
     usage: Usage | None = None
+    advanced: bool = False  # `scbundle advance` examined it
+    advance_note: str | None = None  # what it queued, and why items were blocked
 
 
 @dataclass(frozen=True)
@@ -124,11 +126,52 @@ def run_statuses(app: App, *, label: str | None = None, remote_id: int | None = 
                     njobs=sum(c.values()), ngood=c.get(ComponentState.FULL, 0), nfail=c.get(ComponentState.ERROR, 0),
                     npending=sum(c.get(k, 0) for k in (ComponentState.NEW, ComponentState.PENDING, ComponentState.RUN)),
                     nabandoned=c.get(ComponentState.ABANDONED, 0), message=r.message, sched_state=r.sched_state,
+                    advanced=r.advanced, advance_note=r.advance_note,
                     usage=Usage(r.req_nodes, r.req_cores, r.req_seconds, r.cost_seconds, r.cost_source, r.job_seconds, r.busy_core_seconds)
                     if r.req_nodes and r.req_cores and r.req_seconds else None,
                 )
             )  # fmt: skip
         return out
+
+
+@dataclass(frozen=True)
+class BlockedStatus:
+    """A next-stage item that advance did not queue (an input failed for good), and why."""
+
+    remote_id: int
+    stage: str
+    item_id: int
+    item: str
+    reason: str
+
+
+def blocked_items(app: App, remote_ids: list[int]) -> list[BlockedStatus]:
+    """What the advance of these runs found blocked."""
+    if not remote_ids:
+        return []
+    with app.db.session() as s:
+        q = select(AdvanceBlock).where(AdvanceBlock.remote_id.in_(remote_ids)).order_by(AdvanceBlock.remote_id, AdvanceBlock.id)
+        return [BlockedStatus(b.remote_id, b.stage, b.item_id, b.item, b.reason) for b in s.scalars(q)]
+
+
+def advance_lines(runs: list[RunStatus], blocked: list[BlockedStatus], *, verbose: bool, limit: int = 5) -> list[str]:
+    """Lines under the runs table: items advance found blocked, by run (and, verbose, every
+    advanced run's note)."""
+    by_run: dict[int, list[BlockedStatus]] = {}
+    for b in blocked:
+        by_run.setdefault(b.remote_id, []).append(b)
+    out = []
+    for r in runs:
+        items = by_run.get(r.remote_id, [])
+        if verbose and r.advance_note:
+            out.append(f"remote_id {r.remote_id}: {r.advance_note}")
+        if items:
+            out.append(f"remote_id {r.remote_id} ({r.stage}): advance blocked {len(items)} {items[0].stage} item(s):")
+            shown = items if verbose else items[:limit]
+            out += [f"  {b.item}: {b.reason}" for b in shown]
+            if len(shown) < len(items):
+                out.append(f"  and {len(items) - len(shown)} more (`scbundle status --remote-id {r.remote_id}`)")
+    return out
 
 
 def component_statuses(app: App, remote_id: int, *, only_failed: bool = False) -> list[ComponentStatus]:

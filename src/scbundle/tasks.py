@@ -1,4 +1,4 @@
-"""Task switches (exec, poll, prepare) stored in the database, and the registry of steps in
+"""Task switches (exec, poll, prepare, advance) in the database, and the registry of steps in
 flight, so the 12-hour maintenance can switch network tasks off and wait for them to end."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .app import App, utcnow
 from .db.models import TaskActivity, TaskSwitch
 from .errors import StateError
 
-TASKS = ("prepare", "exec", "poll")
+TASKS = ("prepare", "exec", "poll", "advance")
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,10 @@ def test_demo_carries_240_components_to_full(cli):
     p = cli("demo", "--images", "240")
     assert "full (240 good, 0 failed)" in p.stdout
     assert "Njobs" in p.stdout and "Ngood" in p.stdout  # the status table ends the demo
-    assert q(cli, "select state, fault from remote_run") == [("full", 0)]
-    assert q(cli, "select state, count(*) from remote_component group by state") == [("full", 240)]
+    # the demo goes on past chip (tests/integration/test_pipeline.py checks the later stages)
+    assert q(cli, "select stage, state, fault from remote_run order by remote_id") == [
+        ("chip", "full", 0), ("cam", "full", 0), ("warp", "full", 0), ("stack", "full", 0)]
+    assert q(cli, "select state, count(*) from remote_component where stage='chip' group by state") == [("full", 240)]
     rows = q(cli, "select imfile_id, stats_uri, npix, mean from chip_result order by imfile_id")
     assert len(rows) == 240 and all(r[2] > 0 and r[3] is not None for r in rows)
     # permanent products (stats) came back; intermediates (processed images) stayed on the site
@@ -48,7 +50,7 @@ def test_demo_carries_240_components_to_full(cli):
     assert not list((cli.home / "data" / "chip").rglob("*.ch.proc"))
     assert len(list((cli.site_root / "scratch" / "data" / "chip").rglob("*.ch.proc"))) == 240
     # one result file per rank, not one per component
-    run_dir = next((cli.site_root / "permanent" / "runs").iterdir())
+    run_dir = cli.site_root / "permanent" / "runs" / "chip.1.a1"
     nranks = json.loads((run_dir / "bundle.json").read_text())["nranks"]
     assert len(list((run_dir / "results").glob("rank-*.jsonl"))) <= nranks
     assert (run_dir / "job.exit").read_text().strip() == "0"

@@ -63,9 +63,9 @@ def test_daemon_runs_prepare_exec_poll_and_stops_on_sigterm(cli):
     )  # fmt: skip
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and q(cli, "select state from remote_run") != [("full",)]:
+        while time.time() < deadline and q(cli, "select state from remote_run where remote_id=1") != [("full",)]:
             time.sleep(0.3)
-        assert q(cli, "select state from remote_run") == [("full",)]
+        assert q(cli, "select state from remote_run where remote_id=1") == [("full",)]  # advance may queue cam after it
         d.send_signal(signal.SIGTERM)
         out, _ = d.communicate(timeout=60)
     finally:
