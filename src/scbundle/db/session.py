@@ -15,11 +15,25 @@ from ..errors import DatabaseError
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - exercised via connect
+    # the driver never emits BEGIN itself: _sqlite_begin does (SQLAlchemy's pysqlite recipe
+    # "Serializable isolation / Savepoints / Transactional DDL")
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+READ_ONLY = "scbundle_read_only"  # execution option of the engine behind read_session()
+
+
+def _sqlite_begin(conn) -> None:
+    """Every transaction that may write takes SQLite's write lock at BEGIN (BEGIN IMMEDIATE): it
+    waits its turn (busy_timeout) up front, and what it reads cannot change before it writes.
+    A deferred transaction that reads first fails at its first write, without waiting, when
+    another process wrote in between. Read-only sessions begin deferred and lock out no one."""
+    conn.exec_driver_sql("BEGIN DEFERRED" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -31,19 +45,28 @@ class Database:
         except ArgumentError:
             raise DatabaseError(f"database URL {url!r} is not a valid SQLAlchemy URL") from None
         self.display_url = parsed.render_as_string(hide_password=True)
+        self.backend = parsed.get_backend_name()  # "sqlite", "postgresql", ...
+        #: the SQLite database file (None for other backends and in-memory databases)
+        self.sqlite_file: Path | None = None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            self.sqlite_file = Path(parsed.database).absolute()
             parent = Path(parsed.database).parent
             try:
                 parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise DatabaseError(f"database {self.display_url}: cannot create {parent}: {err.strerror}") from None
+        # a server restarted under a long-lived process (the daemon) costs it nothing: stale
+        # pooled connections are replaced at checkout
+        options = {} if self.backend == "sqlite" else {"pool_pre_ping": True}
         try:
-            self.engine: Engine = create_engine(parsed, future=True)
+            self.engine: Engine = create_engine(parsed, future=True, **options)
         except (NoSuchModuleError, ImportError) as err:
             raise DatabaseError(f"database {self.display_url}: no driver: {err}") from None
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_factory = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
     def check(self) -> None:
         """Open a connection once, so a bad URL fails here with one clear line."""
@@ -60,7 +83,18 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: commits when the block ends, rolls back on any exception."""
-        session = self._factory()
+        with self._session(self._factory) as session:
+            yield session
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A transaction that only reads: on SQLite it takes no write lock (others keep writing)."""
+        with self._session(self._read_factory) as session:
+            yield session
+
+    @contextmanager
+    def _session(self, factory: sessionmaker) -> Iterator[Session]:
+        session = factory()
         try:
             yield session
             session.commit()
