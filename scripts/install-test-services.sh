@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install what the real ssh test site (tests/sitekit.py) and the real Slurm (tests/slurmkit.py) need,
 # from Debian's packages: sshd + ssh client, pam_oath + oathtool, ip (network namespaces), procps;
-# Slurm 22.05 (slurmctld, slurmd, the client commands) and munge.
+# Slurm 22.05 (slurmctld, slurmd, the client commands) and munge; PostgreSQL (tests/pgkit.py).
 # Idempotent: installs only when a package is missing, runs `apt-get update` at most once, and never
 # starts (or leaves running) the system's ssh, munge or slurm services: the tests run their own.
 set -euo pipefail
 
 PKGS=(openssh-server openssh-client libpam-oath oathtool iproute2 procps)
 PKGS+=(slurmctld slurmd slurm-client munge)
+PKGS+=(postgresql)  # initdb / pg_ctl for the private PostgreSQL of tests/pgkit.py (never the system cluster)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "install-test-services: no dpkg here; install ${PKGS[*]} (or equivalents) by hand" >&2
@@ -48,6 +49,11 @@ if pgrep -x sshd >/dev/null 2>&1 || [ -e /run/sshd.pid ]; then was_sshd_running=
 # munge and slurm daemons that ran before the install (the tests' own, from tests/slurmkit.py) stay
 daemon_pids() { for d in munged slurmctld slurmd; do pgrep -x "$d" || true; done | sort; }
 pids_before=$(daemon_pids)
+# Debian's postgresql creates a cluster "main" and starts it unless policy-rc.d forbids: the tests
+# run private clusters in /tmp (not registered with pg_lsclusters), so a cluster found online
+# after the install that was not before is one the install started
+online_clusters() { if command -v pg_lsclusters >/dev/null 2>&1; then pg_lsclusters -h 2>/dev/null | awk '$4 ~ /^online/ {print $1 "/" $2}' | sort; fi; }
+clusters_before=$(online_clusters)
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
@@ -72,6 +78,15 @@ if [ -n "$new_pids" ]; then
   kill $new_pids 2>/dev/null || true
   stopped="${stopped}; stopped the munge/slurm daemons the install started (pids $(echo $new_pids))"
 fi
+
+new_clusters=$(comm -13 <(echo "$clusters_before") <(online_clusters) | grep . || true)
+for c in $new_clusters; do
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now postgresql.service >/dev/null 2>&1 || true
+  fi
+  pg_ctlcluster "${c%/*}" "${c#*/}" stop >/dev/null 2>&1 || true
+  stopped="${stopped}; stopped the PostgreSQL cluster ${c} the install started"
+done
 
 if [ "$own_policy" = 1 ]; then how="service starts blocked by a temporary policy-rc.d"; else how="existing policy-rc.d kept"; fi
 echo "install-test-services: installed ${missing[*]} (apt-get update + install; ${how})${stopped}"

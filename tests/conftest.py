@@ -69,3 +69,9 @@ def slurm_site(test_site, slurm_cluster):
     """The ssh test site whose front end (its netns) reaches the test Slurm: sbatch/srun over ssh."""
     slurm_cluster.attach_site(test_site)
     return test_site
+
+
+# a private PostgreSQL server (tests/pgkit.py): one per test session; pg_url is its test database
+from pgkit import pg_fixtures  # noqa: E402
+
+pg_server, pg_url = pg_fixtures(scope="session")
