@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from . import jobs
 from .app import App, get_run, utcnow
+from .db.claims import claim_run
 from .errors import LinkDownError, StateError
 from .exec import submit_context
 from .poll import Polled, poll_run
@@ -46,7 +47,12 @@ def cancel(app: App, remote_id: int, *, settle_s: float = 20.0) -> Cancelled:
         polled: Polled | None = None
         deadline = time.monotonic() + settle_s
         while True:
-            polled = poll_run(app, run, t)
+            with claim_run(app.db, remote_id, [RunState.RUN]) as claim:  # a poller may be at it: never two replays
+                polled = poll_run(app, claim.run, t, claim) if claim else None
+            if polled is None:  # another process polls it (or has brought it back): read what it wrote
+                with app.db.read_session() as s:
+                    r = get_run(s, remote_id)
+                    polled = Polled(remote_id, "polled by another process", r.state, message=r.message)
             if polled.state != RunState.RUN or time.monotonic() > deadline:
                 break
             time.sleep(1.0)

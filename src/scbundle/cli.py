@@ -104,21 +104,38 @@ def prepare(c: Ctx, stage: str, remote_id: int | None, as_json: bool) -> None:
     from sqlalchemy import select
 
     from .db.models import RemoteRun
+    from .errors import StateError
+    from .prepare import PREPARABLE
     from .prepare import prepare as do_prepare
+    from .throttle import HeldBack
 
     app = c.app()
     app.stage(stage)  # an unknown stage is refused before anything else
     if remote_id is not None:
         ids = [remote_id]
     else:
-        with app.db.session() as s:
+        with app.db.read_session() as s:
             ids = list(s.scalars(select(RemoteRun.remote_id).where(RemoteRun.stage == stage, RemoteRun.state == RunState.NEW)))
     out = []
+    held: dict[str, None] = {}  # each throttle's message once
     with err_console.status(f"preparing {len(ids)} {stage} run(s)") if sys.stderr.isatty() else _nullcontext():
         for rid in ids:
             t0 = time.perf_counter()
-            p = do_prepare(app, remote_id=rid, stage=stage)
+            try:
+                p = do_prepare(app, remote_id=rid, stage=stage, states=[RunState.NEW] if remote_id is None else PREPARABLE)
+            except HeldBack as err:
+                if remote_id is not None:
+                    raise
+                held[err.args[0]] = None
+                continue
+            except StateError as err:  # taken or moved on by another process since the list was read
+                if remote_id is not None:
+                    raise
+                click.echo(f"remote_id {rid}: skipped: {err}", err=True)
+                continue
             out.append({**asdict(p), "seconds": round(time.perf_counter() - t0, 3)})
+    for why in held:
+        click.echo(f"held back: {why}", err=True)
     if as_json:
         emit_json(out)
         return
@@ -157,7 +174,7 @@ def exec_cmd(c: Ctx, remote_id: int | None, label: str | None, as_json: bool) ->
             click.echo(f"remote_id {r.remote_id}: exec failed, run -> error: {r.error}", err=True)
         else:
             click.echo(f"remote_id {r.remote_id}: submitted job {r.job_id} ({r.pushed_files} files, {r.pushed_bytes} bytes pushed, {r.invocations} link calls)")
-    if any(r.error for r in res):
+    if any(r.error for r in res) or (remote_id is not None and rep.held):
         sys.exit(1)
     if rep.auth:
         sys.exit(EXIT_LINK_DOWN)
@@ -169,6 +186,8 @@ EXIT_LINK_DOWN = 75  # EX_TEMPFAIL: a person must run `scbundle link start`
 def _report_skip_and_auth(rep) -> None:
     if rep.skipped:
         click.echo(rep.skipped, err=True)
+    for why in dict.fromkeys(rep.held):
+        click.echo(f"held back: {why}", err=True)
     if rep.auth:
         ids = ", ".join(map(str, rep.auth))
         click.echo(f"link down: remote_id {ids} -> auth, nothing else changed ({rep.auth_reason}); after `scbundle link start`, run `scbundle revert --auth`", err=True)
@@ -204,7 +223,7 @@ def poll(c: Ctx, remote_id: int | None, label: str | None, wait_s: float | None,
                 click.echo(f"remote_id {r.remote_id}: job {r.job_state}")
             else:
                 click.echo(f"remote_id {r.remote_id}: {r.state} ({r.n_good} good, {r.n_failed} failed){' - ' + r.message if r.message else ''}")
-    if any(r.error for r in res):
+    if any(r.error for r in res) or (remote_id is not None and rep.held):
         sys.exit(1)
     if rep.auth:
         sys.exit(EXIT_LINK_DOWN)
@@ -245,17 +264,21 @@ def status(c: Ctx, label: str | None, remote_id: int | None, show_all: bool, as_
     """Runs by state (Njobs/Ngood/Nfail) and, with --remote-id, their components."""
     from .status import as_json as rows_json
     from .status import advance_lines, blocked_items, component_statuses, components_table, run_statuses, runs_table
+    from .throttle import site_loads
 
     app = c.app()
     runs = run_statuses(app, label=label, remote_id=remote_id)
     comps = component_statuses(app, remote_id, only_failed=not show_all) if remote_id is not None else []
     blocked = blocked_items(app, [r.remote_id for r in runs if r.advanced])
+    sites = site_loads(app)
     if as_json:
-        emit_json({"runs": rows_json(runs), "components": rows_json(comps), "blocked": rows_json(blocked)})
+        emit_json({"runs": rows_json(runs), "components": rows_json(comps), "blocked": rows_json(blocked), "sites": [asdict(x) for x in sites]})
         return
     app.console.print(runs_table(runs))
     for line in advance_lines(runs, blocked, verbose=remote_id is not None):
         app.console.print(line, highlight=False, markup=False)
+    for load in sites:
+        app.console.print(load.describe(), highlight=False, markup=False, soft_wrap=True)
     if remote_id is not None:
         for r in runs:
             if r.sched_state:

@@ -31,6 +31,28 @@ def parse_walltime(text: str) -> int:
     return ((days * 24 + h) * 60 + mi) * 60 + s
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%|[KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value: int | str) -> tuple[float, bool]:
+    """A disk size: bytes (an integer), ``"50G"`` (K, M, G, T: powers of 1024), or ``"10%"`` of
+    the disk. Returns (amount, is_percent): bytes, or the percentage."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"size {value} is negative")
+        return float(value), False
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError(f"size {value!r} is not bytes, a number with K/M/G/T, or a percentage like '10%'")
+    number, unit = float(m.group(1)), m.group(2).upper()
+    if unit == "%":
+        if number > 100:
+            raise ValueError(f"size {value!r} is over 100%")
+        return number, True
+    return number * _UNITS[unit], False
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -110,6 +132,10 @@ class Site(_Strict):
     python: str = "python3"
     drop_hours: Annotated[float, Field(gt=0)] = 12.0
     push_streams: Annotated[int, Field(gt=0, le=8)] = 2  # parallel tar streams for the missing inputs
+    # throttles (the field notes' --nproc, --nprep, --spacelim); unset: no limit
+    max_in_flight: Annotated[int, Field(gt=0)] | None = None  # most runs submitted and not yet back (state run); exec holds more back
+    max_prepared: Annotated[int, Field(gt=0)] | None = None  # most runs prepared ahead for exec (state pending); prepare holds more back
+    min_free_disk: int | str | None = None  # free space kept on the workdir's disk: bytes, "50G", "10%"; prepare holds back below it
 
     _abs = field_validator("remote_root", "permanent_root")(classmethod(lambda cls, v: _absolute_posix(v)))
 
@@ -118,6 +144,13 @@ class Site(_Strict):
         if self.link in ("ssh", "paramiko") and self.ssh is None:
             raise ValueError(f"link = {self.link!r} needs an [sites.<name>.ssh] table (hosts, user, ...)")
         return self
+
+    @field_validator("min_free_disk")
+    @classmethod
+    def _size(cls, v: int | str | None) -> int | str | None:
+        if v is not None:
+            parse_size(v)
+        return v
 
     @field_validator("max_walltime")
     @classmethod

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from .app import App
 from .db.models import RemoteRun
-from .errors import ScbundleError
+from .errors import ScbundleError, StateError
 from .states import RunState
 
 
@@ -25,21 +25,33 @@ def one_pass(app: App, *, poll_seconds: float, label: str | None, prepare: bool,
     from .poll import poll_runs
     from .prepare import prepare as do_prepare
     from .tasks import is_enabled
+    from .throttle import HeldBack
 
     steps: list[tuple[str, Callable[[], None]]] = []
 
     def prepare_step() -> None:
         if not is_enabled(app, "prepare"):
             return
-        with app.db.session() as s:
+        with app.db.read_session() as s:
             q = select(RemoteRun).where(RemoteRun.state == RunState.NEW).order_by(RemoteRun.remote_id)
             if label:
                 q = q.where(RemoteRun.label == label)
-            runs = [(r.remote_id, r.stage) for r in s.scalars(q)]
-        for rid, stage in runs:
+            runs = [(r.remote_id, r.stage, r.site) for r in s.scalars(q)]
+        held: set[str] = set()
+        for rid, stage, site in runs:
             if stop.is_set():
                 return
-            p = do_prepare(app, remote_id=rid, stage=stage)
+            if site in held:
+                continue
+            try:
+                p = do_prepare(app, remote_id=rid, stage=stage, states=[RunState.NEW])
+            except HeldBack as err:  # the site's throttle: its other new runs wait for the next pass
+                held.add(site)
+                _log(f"prepare held back: {err.args[0]}")
+                continue
+            except StateError as err:  # another process took it meanwhile
+                _log(f"prepare skipped remote_id {rid}: {err}")
+                continue
             _log(f"prepared remote_id {rid}: {p.n_components} components, {p.n_missing} missing")
 
     def report(step: str, rep, ok: Callable[[object], str]) -> None:
@@ -47,6 +59,8 @@ def one_pass(app: App, *, poll_seconds: float, label: str | None, prepare: bool,
             _log(f"{step} remote_id {r.remote_id}: " + (f"error {r.error}" if r.error else ok(r)))
         if rep.auth:
             _log(f"link down, remote_id {rep.auth} -> auth: {rep.auth_reason}")
+        for why in dict.fromkeys(rep.held):
+            _log(f"{step} held back: {why}")
 
     def exec_step() -> None:
         report("exec", exec_runs(app, label=label, progress=False), lambda r: f"job {r.job_id}")

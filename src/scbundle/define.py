@@ -27,7 +27,10 @@ def define(app: App, *, label: str, stage: str, limit: int | None, site: str | N
     policy = job_policy or app.config.stage_settings(stage).job_policy
     if limit is not None and limit <= 0:
         raise StateError(f"--limit must be positive, got {limit}")
+    from .advance import take_write_lock
+
     with app.db.session() as s:
+        take_write_lock(s)  # PostgreSQL: concurrent defines (and advances) take turns instead of colliding
         work = st.pending_work(s, limit)
         if not work:
             raise StateError(f"no pending {stage} work to define (every item is already in a run)")

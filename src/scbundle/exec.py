@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import update
@@ -19,6 +19,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 
 from .app import App, select_runs
 from .bundle.build import remote_run_dir
+from .db.claims import claim_run, unclaimed
 from .db.models import RemoteComponent, RemoteRun
 from .errors import CommandError, LinkDownError, ScbundleError
 from . import jobs
@@ -27,7 +28,15 @@ from .link import Transport
 from .resources import remote_dir, remote_files, tool_argv
 from .schedulers.base import SubmitContext
 from .states import ComponentState, Fault, RunState
+from .throttle import exec_hold
 from .transfer import write_push_tar, write_text_tar
+
+
+class BundleMissing(ScbundleError):
+    """The prepared bundle is gone from the workdir: nothing was sent, the run stays pending
+    (with this fault) until `scbundle prepare` builds it again."""
+
+    fault = Fault.SYSTEM
 
 
 @dataclass(frozen=True)
@@ -132,7 +141,7 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Tran
     py, tools, roots = site.python, ctx.tools_dir, remote_roots_args(app, run.site)
     path_base = Path(run.path_base or "")
     if not (path_base / "bundle.json").is_file():
-        raise ScbundleError(f"bundle {path_base} is missing: run `scbundle prepare {run.stage} --remote-id {run.remote_id}` again", remote_id=run.remote_id)
+        raise BundleMissing(f"bundle {path_base} is missing: run `scbundle prepare {run.stage} --remote-id {run.remote_id}` again", remote_id=run.remote_id)
 
     ensure_tools(app, t, run.site)
     t.stream_in(tool_argv(py, tools, "sc_remote.py", "unpack", *roots), lambda out: write_text_tar(out, _bundle_files(path_base, ctx.run_dir)))
@@ -163,16 +172,17 @@ class StepReport:
     auth: list[int]
     auth_reason: str | None = None
     skipped: str | None = None
+    held: list[str] = field(default_factory=list)  # throttles that held runs back, runs another process had
 
 
 def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = None, progress: bool = True) -> StepReport:
-    from .auth import mark_auth
+    from .auth import mark_auth, mark_auth_in
     from .tasks import in_flight, is_enabled
 
     if not is_enabled(app, "exec"):
         return StepReport([], [], skipped="exec is switched off (`scbundle tasks on exec`)")
     with in_flight(app, "exec"):
-        with app.db.session() as s:
+        with app.db.read_session() as s:
             runs = select_runs(s, [RunState.PENDING], remote_id, label, "exec")
         if remote_id is None:  # a run the scheduler refused waits for the operator: `exec --remote-id N`
             runs = [r for r in runs if not r.fault]
@@ -180,48 +190,69 @@ def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = Non
         paused: list[int] = []
         reason = None
         transports: dict[str, Transport] = {}
+        held: list[str] = []
+        done_sites: set[str] = set()  # link down, or throttled: the site's later runs wait
         for n, run in enumerate(runs):
-            t = transports.get(run.site)
-            try:
-                if t is None:
-                    t = transports[run.site] = app.transport(run.site)
-                    if not t.link_up():
-                        raise LinkDownError(f"link to site {run.site} is down: run `scbundle link start {run.site}`")
-                res = exec_run(app, run, progress=progress, transport=t)
-            except LinkDownError as err:  # pause this run and every later one on the same site
-                reason = str(err)
-                paused += mark_auth(app, [r.remote_id for r in runs[n:] if r.site == run.site], f"exec: {err}")
-                runs = [r for r in runs if r.site != run.site]
+            if run.site in done_sites:
                 continue
-            except jobs.SubmitRefused as err:  # nothing was queued: the run stays pending, with the fault
-                with app.db.session() as s:
+            site_lock = f"exec:{run.site}" if app.site(run.site).max_in_flight is not None else None
+            with claim_run(app.db, run.remote_id, [RunState.PENDING], site_lock=site_lock) as claim:
+                if claim is None:  # another process has it, or it moved on meanwhile
+                    if remote_id is not None:
+                        held.append(str(unclaimed(app.db, run.remote_id, [RunState.PENDING], "exec")))
+                    continue
+                mine = claim.run  # as read under the claim
+                if mine.fault and remote_id is None:
+                    continue
+                with claim.session() as s:
+                    why = exec_hold(app, s, mine.site)
+                if why:
+                    held.append(why)
+                    done_sites.add(mine.site)
+                    continue
+                t = transports.get(mine.site)
+                try:
+                    if t is None:
+                        t = transports[mine.site] = app.transport(mine.site)
+                        if not t.link_up():
+                            raise LinkDownError(f"link to site {mine.site} is down: run `scbundle link start {mine.site}`")
+                    res = exec_run(app, mine, progress=progress, transport=t)
+                except LinkDownError as err:  # pause this run and every later one on the same site
+                    reason = str(err)
+                    with claim.session() as s:
+                        paused += mark_auth_in(s, [mine.remote_id], f"exec: {err}")
+                    paused += mark_auth(app, [r.remote_id for r in runs[n + 1 :] if r.site == run.site], f"exec: {err}")
+                    done_sites.add(mine.site)
+                    continue
+                except (jobs.SubmitRefused, BundleMissing) as err:  # nothing was queued: the run stays pending, with the fault
+                    with claim.session() as s:
+                        r = s.get(RemoteRun, run.remote_id)
+                        assert r is not None
+                        if r.state == RunState.PENDING:
+                            r.fault, r.message = int(err.fault), f"exec: {err}"[:2000]
+                    results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err)))
+                    continue
+                except (CommandError, ScbundleError, OSError) as err:
+                    with claim.session() as s:
+                        r = s.get(RemoteRun, run.remote_id)
+                        assert r is not None
+                        if r.state == RunState.PENDING:
+                            r.state, r.prev_state = RunState.ERROR, RunState.PENDING
+                            r.fault = int(getattr(err, "fault", Fault.SYSTEM))
+                            r.message = f"exec: {err}"[:2000]
+                    results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err)))
+                    continue
+                with claim.session() as s:
                     r = s.get(RemoteRun, run.remote_id)
                     assert r is not None
                     if r.state == RunState.PENDING:
-                        r.fault, r.message = int(err.fault), f"exec: {err}"[:2000]
-                results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err)))
-                continue
-            except (CommandError, ScbundleError, OSError) as err:
-                with app.db.session() as s:
-                    r = s.get(RemoteRun, run.remote_id)
-                    assert r is not None
-                    if r.state == RunState.PENDING:
-                        r.state, r.prev_state = RunState.ERROR, RunState.PENDING
-                        r.fault = int(getattr(err, "fault", Fault.SYSTEM))
-                        r.message = f"exec: {err}"[:2000]
-                results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err)))
-                continue
-            with app.db.session() as s:
-                r = s.get(RemoteRun, run.remote_id)
-                assert r is not None
-                if r.state == RunState.PENDING:
-                    r.state, r.job_id, r.fault, r.message = RunState.RUN, res.job_id, 0, None
-                    s.execute(
-                        update(RemoteComponent)
-                        .where(RemoteComponent.remote_id == run.remote_id, RemoteComponent.state == ComponentState.PENDING)
-                        .values(state=ComponentState.RUN, attempts=RemoteComponent.attempts + 1)
-                    )
+                        r.state, r.job_id, r.fault, r.message = RunState.RUN, res.job_id, 0, None
+                        s.execute(
+                            update(RemoteComponent)
+                            .where(RemoteComponent.remote_id == run.remote_id, RemoteComponent.state == ComponentState.PENDING)
+                            .values(state=ComponentState.RUN, attempts=RemoteComponent.attempts + 1)
+                        )
             results.append(res)
         for t in transports.values():
             t.close()
-        return StepReport(results, paused, reason)
+        return StepReport(results, paused, reason, held=held)

@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from .app import App, get_run, select_runs, utcnow
+from .db.claims import Claim, claim_run, unclaimed
 from .db.models import RemoteComponent, RemoteRun
 from .errors import DbinfoError, LinkDownError, ScbundleError
 from . import jobs
@@ -137,12 +138,14 @@ def apply_results(
     job_note: str,
     max_attempts: int = 2,
     usage: dict | None = None,
+    claim: Claim | None = None,
 ) -> Polled:
-    """One transaction: component states, the stage's tables, the run's state."""
+    """One transaction (the claim's, when the run is claimed): component states, the stage's
+    tables, the run's state."""
     needs_product: dict[int, list[int]] = {}
     for row, (idx, _r, _l) in enumerate(product_rows):
         needs_product.setdefault(idx, []).append(row)
-    with app.db.session() as s:
+    with claim.session() if claim else app.db.session() as s:
         run = get_run(s, remote_id, [RunState.RUN], "poll")
         stage = app.stage(run.stage)
         comps = list(
@@ -186,6 +189,8 @@ def apply_results(
             run.state, run.prev_state = RunState.ERROR, RunState.RUN
             run.fault = faults.most_common(1)[0][0] if faults else int(Fault.DATA)
             run.message = f"{n_failed} of {len(comps)} component(s) failed ({job_note})"
+        s.flush()
+        failpoint("poll.replayed")  # written, not yet committed
         return Polled(remote_id, job_note, run.state, len(good_records), n_failed, run.message)
 
 
@@ -210,13 +215,14 @@ def _read_bundle(path_base: Path) -> dict:
         return {}
 
 
-def poll_run(app: App, run: RemoteRun, t: Transport) -> Polled:
+def poll_run(app: App, run: RemoteRun, t: Transport, claim: Claim | None = None) -> Polled:
+    """Poll one run; its writes go through ``claim`` (the run's claim) when given."""
     sched = app.scheduler(run.site)
     ctx = submit_context(app, run)
     view = jobs.status(t, sched, ctx, run.job_id or "")
     job = view.status
     if not view.finished:
-        with app.db.session() as s:
+        with claim.session() if claim else app.db.session() as s:
             r = get_run(s, run.remote_id)
             r.last_poll = utcnow()
             r.sched_state = job.raw[:64]
@@ -234,7 +240,7 @@ def poll_run(app: App, run: RemoteRun, t: Transport) -> Polled:
     return apply_results(
         app, run.remote_id, results, products_back, _products(path_base),
         job=job, job_note=note, max_attempts=int(bundle.get("attempts", 2)),
-        usage=accounting(read_summary(path_base), int(bundle.get("threads", 1))),
+        usage=accounting(read_summary(path_base), int(bundle.get("threads", 1))), claim=claim,
     )  # fmt: skip
 
 
@@ -242,13 +248,13 @@ def poll_runs(
     app: App, *, remote_id: int | None = None, label: str | None = None, min_age_s: float | None = None
 ) -> StepReport:
     """Poll runs in state run (only those whose last_poll is older than ``min_age_s``, if given)."""
-    from .auth import mark_auth
+    from .auth import mark_auth, mark_auth_in
     from .tasks import in_flight, is_enabled
 
     if not is_enabled(app, "poll"):
         return StepReport([], [], skipped="poll is switched off (`scbundle tasks on poll`)")
     with in_flight(app, "poll"):
-        with app.db.session() as s:
+        with app.db.read_session() as s:
             runs = select_runs(s, [RunState.RUN], remote_id, label, "poll")
         if min_age_s is not None:
             now = utcnow()
@@ -257,25 +263,39 @@ def poll_runs(
         paused: list[int] = []
         reason = None
         transports: dict[str, Transport] = {}
+        held: list[str] = []
+        down_sites: set[str] = set()
         for n, run in enumerate(runs):
-            if run.site in {r.site for r in runs[:n] if r.remote_id in paused}:
+            if run.site in down_sites:
                 continue
             try:
-                t = transports.get(run.site)
-                if t is None:
-                    t = transports[run.site] = app.transport(run.site)
-                    if not t.link_up():
-                        raise LinkDownError(f"link to site {run.site} is down: run `scbundle link start {run.site}`")
-                out.append(poll_run(app, run, t))
-            except LinkDownError as err:
-                reason = str(err)
-                paused += mark_auth(app, [r.remote_id for r in runs[n:] if r.site == run.site], f"poll: {err}")
-            except ScbundleError as err:  # a bad dbinfo file included: nothing changed, the run stays in run
+                with claim_run(app.db, run.remote_id, [RunState.RUN]) as claim:
+                    if claim is None:  # another process is polling it, or it moved on meanwhile
+                        if remote_id is not None:
+                            held.append(str(unclaimed(app.db, run.remote_id, [RunState.RUN], "poll")))
+                        continue
+                    mine = claim.run  # as read under the claim
+                    try:
+                        t = transports.get(run.site)
+                        if t is None:
+                            t = transports[run.site] = app.transport(run.site)
+                            if not t.link_up():
+                                raise LinkDownError(f"link to site {run.site} is down: run `scbundle link start {run.site}`")
+                        polled = poll_run(app, mine, t, claim)
+                    except LinkDownError as err:
+                        reason = str(err)
+                        with claim.session() as s:
+                            paused += mark_auth_in(s, [mine.remote_id], f"poll: {err}")
+                        paused += mark_auth(app, [r.remote_id for r in runs[n + 1 :] if r.site == run.site], f"poll: {err}")
+                        down_sites.add(run.site)
+                        continue
+                out.append(polled)  # committed
+            except ScbundleError as err:  # a bad dbinfo file, the database cut off: nothing changed, the run stays in run
                 err.remote_id = run.remote_id
                 out.append(Polled(run.remote_id, "?", run.state, error=str(err)))
         for t in transports.values():
             t.close()
-        return StepReport(out, paused, reason)
+        return StepReport(out, paused, reason, held=held)
 
 
 def read_summary(path_base: Path) -> dict | None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import select, update
 
 from .app import App, get_run
+from .db.claims import Claim, claim_run, unclaimed
 from .bundle.allocation import resource_request
 from .bundle.build import BundlePlan, assemble, job_name, remote_run_dir, write_bundle
 from .db.models import RemoteComponent, RemoteRun
@@ -16,6 +18,9 @@ from .errors import BundleError, StateError
 from .failpoints import failpoint
 from .stages.base import BuildFailure, ComponentSpec, MissingInput, build_isolated
 from .states import ComponentState, Fault, RunState
+from .throttle import HeldBack, prepare_hold
+
+PREPARABLE = (RunState.NEW, RunState.PENDING)  # a pending run is prepared again (its bundle swapped)
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,26 @@ def measured_cost(session, stage: str, min_samples: int) -> tuple[float, int] | 
     return max(statistics.median(secs), 1e-3), len(secs)
 
 
-def prepare(app: App, *, remote_id: int, stage: str | None = None) -> Prepared:
-    with app.db.session() as s:
+def prepare(app: App, *, remote_id: int, stage: str | None = None, states: Sequence[str] = PREPARABLE) -> Prepared:
+    """Claim the run in one of ``states`` (ClaimBusy when another process has it; a bulk pass
+    over new runs gives ``states=["new"]``, so a run prepared meanwhile is not prepared twice),
+    check the site's throttles (HeldBack), build the bundle and move the run to pending."""
+    with app.db.read_session() as s:
+        site_name = get_run(s, remote_id, states, "prepare").site
+    site_lock = f"prepare:{site_name}" if app.site(site_name).max_prepared is not None else None
+    with claim_run(app.db, remote_id, states, site_lock=site_lock) as claim:
+        if claim is None:
+            raise unclaimed(app.db, remote_id, states, "prepare")
+        with claim.session() as s:
+            why = prepare_hold(app, s, claim.run)
+        if why:
+            raise HeldBack(why, remote_id=remote_id)
+        return _prepare_claimed(app, claim, stage)
+
+
+def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
+    remote_id = claim.run.remote_id
+    with app.db.read_session() as s:
         run = get_run(s, remote_id, [RunState.NEW, RunState.PENDING], "prepare")
         if stage is not None and stage != run.stage:
             raise StateError(f"remote_id {remote_id} is a {run.stage!r} run, not {stage!r}")
@@ -127,7 +150,7 @@ def prepare(app: App, *, remote_id: int, stage: str | None = None) -> Prepared:
 
     built_comps = [c for c, b in zip(comps, built, strict=True) if isinstance(b, ComponentSpec)]
     good_ids = {c.id: i for i, c in enumerate(built_comps)}
-    with app.db.session() as s:
+    with claim.session() as s:
         run = get_run(s, remote_id, [RunState.NEW, RunState.PENDING], "prepare")
         if good_ids:
             s.execute(

@@ -97,7 +97,7 @@ class ComponentStatus:
 
 
 def run_statuses(app: App, *, label: str | None = None, remote_id: int | None = None) -> list[RunStatus]:
-    with app.db.session() as s:
+    with app.db.read_session() as s:
         if remote_id is not None:
             runs = [get_run(s, remote_id)]
         else:
@@ -175,7 +175,7 @@ def advance_lines(runs: list[RunStatus], blocked: list[BlockedStatus], *, verbos
 
 
 def component_statuses(app: App, remote_id: int, *, only_failed: bool = False) -> list[ComponentStatus]:
-    with app.db.session() as s:
+    with app.db.read_session() as s:
         get_run(s, remote_id)
         q = select(RemoteComponent).where(RemoteComponent.remote_id == remote_id).order_by(RemoteComponent.stage_id)
         if only_failed:

@@ -1,0 +1,164 @@
+"""Claims: one process at a time works on a run, and a process that dies leaves no claim behind.
+
+Several people and hosts drive one database (the field notes' production.db: "the database is
+first locked, the info is read, and then the database is updated"). prepare, exec and poll
+each claim a run before working on it, and write its state transition through the claim:
+
+PostgreSQL: the claim is the run's row, locked by ``SELECT ... FOR UPDATE SKIP LOCKED`` in a
+  transaction that lasts as long as the step works on the run. Another process skips a locked
+  row at once. The step's writes go through that same transaction (``claim.session()``) and
+  commit when the claim ends: the commit is the state transition, and it releases the lock.
+  A process killed or cut off loses its transaction, so the server rolls it back and the lock
+  goes with it.
+
+SQLite: a write transaction cannot stay open while exec pushes files for minutes (BEGIN
+  IMMEDIATE locks every other writer out), so the claim is an exclusive ``flock`` on a lock file
+  per run beside the database file, which the kernel drops when the process dies. The run's
+  state is read again once the lock is held, and each ``claim.session()`` is its own BEGIN
+  IMMEDIATE transaction, in which the step re-reads the state before changing it
+  (compare-and-set).
+
+A throttle that counts runs per site (max_in_flight, max_prepared) must count and add under one
+lock, or two processes both see room for one more: ``site_lock`` names a per-site lock taken
+before the run is claimed and held as long as the claim (PostgreSQL: pg_advisory_xact_lock in
+the claim's transaction; SQLite: a flock on a per-site lock file). Only configured throttles
+take it, so by default claims on one site never wait for each other.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import socket
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..errors import StateError
+from .models import RemoteRun
+from .session import Database
+
+
+class ClaimBusy(StateError):
+    """Another process is working on this run right now."""
+
+
+@dataclass
+class Claim:
+    """A run claimed by this process: ``run`` as read once the claim was taken."""
+
+    run: RemoteRun
+    _db: Database
+    _held: Session | None  # PostgreSQL: the claim's own session (its transaction holds the lock)
+
+    def session(self) -> AbstractContextManager[Session]:
+        """A transaction for the claimed run. PostgreSQL: the claim's transaction itself (it
+        commits when the claim ends); SQLite: a BEGIN IMMEDIATE transaction, committed at the
+        end of the block."""
+        return nullcontext(self._held) if self._held is not None else self._db.session()
+
+
+@contextmanager
+def claim_run(db: Database, remote_id: int, states: Sequence[str], *, site_lock: str | None = None) -> Iterator[Claim | None]:
+    """Claim run ``remote_id`` if it is in one of ``states`` and no other process holds it;
+    yields the Claim, or None (held elsewhere, gone, or in another state: see ``unclaimed``)."""
+    claim = _claim_postgresql if db.backend == "postgresql" else _claim_file
+    with claim(db, remote_id, list(states), site_lock) as c:
+        yield c
+
+
+def unclaimed(db: Database, remote_id: int, states: Sequence[str], step: str) -> StateError:
+    """Why ``claim_run`` gave None: the run's state (StateError), or another process (ClaimBusy)."""
+    from ..app import get_run
+
+    with db.read_session() as s:
+        try:
+            get_run(s, remote_id, states, step)
+        except StateError as err:
+            return err
+    return ClaimBusy(f"remote_id {remote_id}: another process is working on it ({step} skipped it); try again later")
+
+
+# --- PostgreSQL: row locks ---------------------------------------------------------------
+
+
+@contextmanager
+def _claim_postgresql(db: Database, remote_id: int, states: list[str], site_lock: str | None) -> Iterator[Claim | None]:
+    with db.session() as s:  # commits when the claim ends; any exception rolls it back
+        if site_lock is not None:
+            s.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"scbundle:{site_lock}", 0))))
+        run = s.scalars(
+            select(RemoteRun)
+            .where(RemoteRun.remote_id == remote_id, RemoteRun.state.in_(states))
+            .with_for_update(skip_locked=True)
+        ).first()
+        yield Claim(run, db, s) if run is not None else None
+
+
+# --- SQLite (and any backend without row locks): lock files ------------------------------------
+
+
+def claims_dir(db: Database) -> Path:
+    """Lock files live beside the database file (``<db>.claims/``), so every process that opens
+    the database finds them; an in-memory database has one process, and a private directory."""
+    if db.sqlite_file is not None:
+        return db.sqlite_file.with_name(db.sqlite_file.name + ".claims")
+    if not hasattr(db, "_claims_tmp"):
+        db._claims_tmp = tempfile.mkdtemp(prefix="scbundle-claims-")  # type: ignore[attr-defined]
+    return Path(db._claims_tmp)  # type: ignore[attr-defined]
+
+
+@contextmanager
+def _claim_file(db: Database, remote_id: int, states: list[str], site_lock: str | None) -> Iterator[Claim | None]:
+    folder = claims_dir(db)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _file_lock(folder / f"site-{_safe(site_lock)}.lock", block=True) if site_lock else nullcontext(True):
+        with _file_lock(folder / f"run-{remote_id}.lock", block=False) as held:
+            if not held:
+                yield None
+                return
+            with db.read_session() as s:  # the state now that the claim is ours
+                run = s.scalars(select(RemoteRun).where(RemoteRun.remote_id == remote_id, RemoteRun.state.in_(states))).first()
+            yield Claim(run, db, None) if run is not None else None
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+@contextmanager
+def _file_lock(path: Path, *, block: bool) -> Iterator[bool]:
+    """An exclusive flock on ``path``; yields False at once when ``block`` is False and another
+    open file holds it. The holder unlinks the file before it lets go, so the directory stays
+    clean; a process that locked a file just unlinked tries again on the new one."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())  # who holds it, for a person looking
+        yield True
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
