@@ -94,7 +94,7 @@ def test_config_over_60000_bytes_runs_as_several_concurrent_steps(slurm_cluster,
     # Long paths and many scattered ids make the rank lines long: the multi-prog text for 64
     # ranks is over 60000 bytes, so it must be cut into several configs, run as concurrent steps.
     deep = tmp_path.joinpath(*(c * 60 for c in "pqrst")) / "permanent"
-    probes = {i: Probe("ok", 0.0) for i in range(1, 2001)}
+    probes = {i: Probe("ok", 0.3) for i in range(1, 2001)}  # ~10 s a rank: long enough to see overlap
     app = probe_app(tmp_path, probes, permanent=deep)
     rid = define(app, label="big", stage="probe", limit=None, site=None, job_policy=None).remote_id
     p = prepare(app, remote_id=rid)
@@ -119,6 +119,8 @@ def test_config_over_60000_bytes_runs_as_several_concurrent_steps(slurm_cluster,
     firsts = [min(v) for v in spans.values()]
     lasts = [max(v) for v in spans.values()]
     assert max(firsts) < min(lasts), "the srun steps ran one after another"
+    job_out = (deep / "runs" / f"probe.{rid}.a1" / "job.out").read_text()
+    assert "ends" in job_out and "step creation temporarily disabled" not in job_out  # srun's word for waiting
 
 
 def test_scancel_from_outside_keeps_finished_components(slurm_cluster, tmp_path):
