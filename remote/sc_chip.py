@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import os
-import random
 import sys
 import time
 from array import array
@@ -184,6 +183,8 @@ def make_demo_raw(path, width, height, seed, saturate_fraction=0.0):
     """
     if not 0.0 <= saturate_fraction <= 1.0:
         raise ValueError("saturate_fraction must be within [0, 1]")
+    import random  # here, not at the top: every component's command and post start faster
+
     rng = random.Random(seed)
     n = width * height
     sky = 800.0 + rng.uniform(0.0, 400.0)
@@ -211,6 +212,8 @@ def make_demo_raw(path, width, height, seed, saturate_fraction=0.0):
 def make_demo_flat(path, width, height, seed):
     """Write a deterministic detrend image (bias near 100, gains near 1 with a gentle
     gradient). Returns (bias, array('f'))."""
+    import random  # here, not at the top: every component's command and post start faster
+
     rng = random.Random(seed)
     bias = round(100.0 + rng.uniform(-5.0, 5.0), 3)
     gx, gy = rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05)
