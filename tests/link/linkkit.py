@@ -3,15 +3,19 @@ directory, and `link start` typed through a pseudo-terminal the way a person wou
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pexpect
-
 from sitekit import TestSite
 
 SITE = "mu"
@@ -142,3 +146,24 @@ def write_config(path: Path, home: Path, site: TestSite, user: str, control_dir:
     path.write_text("\n".join(lines) + "\n")
 
 
+
+
+@contextmanager
+def ssh_env(site: TestSite, tmp_path: Path, **config: object) -> Iterator[SshEnv]:
+    """A scbundle home, a short control directory and a config for the site's first OTP user;
+    the link is stopped and the control directory removed afterwards."""
+    home = Path(tempfile.mkdtemp(prefix="h", dir=tmp_path))
+    control = Path(tempfile.mkdtemp(prefix="scbc-", dir="/tmp"))
+    control.chmod(0o700)
+    user = site.otp_users[0]
+    cfg = tmp_path / "scbundle.toml"
+    write_config(cfg, home, site, user, control, **config)  # type: ignore[arg-type]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCBUNDLE_", "SLURM_"))}
+    env.update(COLUMNS="160", XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    e = SshEnv(site, home, cfg, control, user, env)
+    e.cli("db", "upgrade")
+    try:
+        yield e
+    finally:
+        e.cli("link", "stop", check=False)
+        shutil.rmtree(control, ignore_errors=True)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-
 pytestmark = pytest.mark.slow
 
 
@@ -202,8 +201,9 @@ def test_switch_user_points_the_link_at_another_users_settings(sshenv):
 
 
 def test_maintenance_script_reconnects_and_reverts_auth(sshenv):
-    import pexpect
     import sys
+
+    import pexpect
 
     rid = define_run(sshenv, 4)
     sshenv.cli("prepare", "chip", "--remote-id", str(rid))

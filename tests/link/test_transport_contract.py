@@ -8,8 +8,8 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from linkkit import SITE, write_config
+
 from scbundle.config import load_config
 from scbundle.errors import CommandError, HostKeyError
 from scbundle.link import transport_for

@@ -21,7 +21,15 @@ from scbundle.config import Config, StageSettings, config_from_dict
 from scbundle.db.migrate import upgrade
 from scbundle.db.models import RemoteComponent, RemoteRun
 from scbundle.db.session import Database
-from scbundle.stages.base import BuildContext, ComponentSpec, DbinfoRecord, DbinfoTable, MissingInput, Requirement, Stage
+from scbundle.stages.base import (
+    BuildContext,
+    ComponentSpec,
+    DbinfoRecord,
+    DbinfoTable,
+    MissingInput,
+    Requirement,
+    Stage,
+)
 
 NASTY = """a b; 'single' "double" $HOME `id` %t %o \\ end"""
 

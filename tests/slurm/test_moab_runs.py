@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from probe import Probe, probe_app
+
 from scbundle.cancel import cancel
 from scbundle.define import define
 from scbundle.exec import exec_runs

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from probe import NASTY, Probe, ProbeResult, probe_app
 from sqlalchemy import select
 
-from probe import NASTY, Probe, ProbeResult, probe_app
 from scbundle.cancel import cancel
 from scbundle.config import StageSettings
 from scbundle.db.models import RemoteComponent, RemoteRun

@@ -6,35 +6,19 @@ user; nothing on the local side talks to Slurm."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "link"))
-from linkkit import SshEnv, write_config  # noqa: E402
+from linkkit import ssh_env
 
 
 @pytest.fixture
 def slurm_ssh(slurm_site, tmp_path):
-    home = Path(tempfile.mkdtemp(prefix="h", dir=tmp_path))
-    control = Path(tempfile.mkdtemp(prefix="scbc-", dir="/tmp"))
-    control.chmod(0o700)
-    user = slurm_site.otp_users[0]
-    cfg = tmp_path / "scbundle.toml"
-    write_config(cfg, home, slurm_site, user, control, scheduler="slurm", cores_per_node=8)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCBUNDLE_", "SLURM_"))}
-    env.update(COLUMNS="160", XDG_CONFIG_HOME=str(tmp_path / "xdg"))
-    e = SshEnv(slurm_site, home, cfg, control, user, env)
-    e.cli("db", "upgrade")
-    try:
+    with ssh_env(slurm_site, tmp_path, scheduler="slurm", cores_per_node=8) as e:
         yield e
-    finally:
-        e.cli("link", "stop", check=False)
-        shutil.rmtree(control, ignore_errors=True)
 
 
 def test_chip_bundle_through_the_bastion_runs_as_a_real_slurm_job(slurm_ssh, slurm_cluster):

@@ -44,7 +44,7 @@ STATES: dict[str, JobState] = {
     "PREEMPTED": JobState.PREEMPTED,
 }
 
-_UNKNOWN_JOB = re.compile(r"Invalid job id specified", re.I)
+_UNKNOWN_JOB = re.compile(r"Invalid job id specified", re.IGNORECASE)
 _FIELD = re.compile(r"(?:^|\s)([A-Za-z]+)=(\S*)")
 _JOB_ID = re.compile(r"^\d+(?:_\d+)?$")
 
