@@ -136,7 +136,7 @@ Wait = Callable[[str], AbstractContextManager[object]]  # a spinner while the jo
 
 
 def _run(app: App, remote_id: int) -> RemoteRun:
-    with app.db.session() as s:
+    with app.db.read_session() as s:
         run = s.get(RemoteRun, remote_id)
         assert run is not None
         return run

@@ -149,7 +149,7 @@ def blocked_items(app: App, remote_ids: list[int]) -> list[BlockedStatus]:
     """What the advance of these runs found blocked."""
     if not remote_ids:
         return []
-    with app.db.session() as s:
+    with app.db.read_session() as s:
         q = select(AdvanceBlock).where(AdvanceBlock.remote_id.in_(remote_ids)).order_by(AdvanceBlock.remote_id, AdvanceBlock.id)
         return [BlockedStatus(b.remote_id, b.stage, b.item_id, b.item, b.reason) for b in s.scalars(q)]
 
