@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import select
 import shlex
 import signal
 import socket
@@ -268,6 +269,27 @@ def _copy_to_log(src, log) -> None:
         log.write(b"\n")
 
 
+def wait_for(proc, timeout):
+    """proc's exit code, raising subprocess.TimeoutExpired after ``timeout`` seconds.
+
+    Popen.wait(timeout) polls with sleeps of up to 50 ms, which added ~25 ms to every
+    command; a pidfd (Linux 5.3+, Python 3.9+) wakes at the exit itself. Elsewhere, the poll.
+    """
+    if timeout is None:
+        return proc.wait()
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return proc.wait(timeout=timeout)
+    try:
+        ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
+    finally:
+        os.close(fd)
+    if not ready:
+        raise subprocess.TimeoutExpired(proc.args, timeout)
+    return proc.wait()
+
+
 def _stop_group(proc) -> None:
     """SIGTERM the command's process group, SIGKILL it after KILL_GRACE seconds."""
     for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
@@ -314,7 +336,7 @@ def run_argv(argv, log, cwd, header, capture_stdout=False, limit=None):
                 _STOP["armed"] = False
                 raise Terminated()
             try:
-                code = proc.wait(timeout=limit)
+                code = wait_for(proc, limit)
             except subprocess.TimeoutExpired:
                 _STOP["armed"] = False
                 _stop_group(proc)

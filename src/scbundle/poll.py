@@ -174,9 +174,13 @@ def apply_results(
         if changes:
             s.execute(update(RemoteComponent), changes)
         stage.replay(s, run, good_records, app.build_context(run))
-        prior_errors = s.scalar(
-            select(RemoteComponent.id).where(RemoteComponent.remote_id == remote_id, RemoteComponent.state == ComponentState.ERROR).limit(1)
+        # components that failed before the job (prepare: missing input, a stage that raised)
+        prior = Counter(
+            s.scalars(select(RemoteComponent.fault).where(RemoteComponent.remote_id == remote_id, RemoteComponent.state == ComponentState.ERROR))
         )
+        for fault_code, n in faults.items():  # this poll's errors are already flushed among them
+            prior[fault_code] -= n
+        prior_errors = +prior or None
         n_failed = sum(faults.values())
         run.last_poll = utcnow()
         if job is not None:
@@ -187,7 +191,7 @@ def apply_results(
             run.state, run.fault, run.message = RunState.FULL, 0, (f"{n_failed} component(s) failed, ignored by job_policy" if n_failed else None)
         else:
             run.state, run.prev_state = RunState.ERROR, RunState.RUN
-            run.fault = faults.most_common(1)[0][0] if faults else int(Fault.DATA)
+            run.fault = (faults or prior_errors or Counter({int(Fault.DATA): 1})).most_common(1)[0][0]
             run.message = f"{n_failed} of {len(comps)} component(s) failed ({job_note})"
         s.flush()
         failpoint("poll.replayed")  # written, not yet committed

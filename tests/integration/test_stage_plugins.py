@@ -108,7 +108,7 @@ def test_a_component_whose_build_raises_is_faulted_4_and_the_rest_prepare(cli, p
     assert q(cli, "select count(*) from remote_component where state='pending'") == [(7,)]
     cli("exec", "--remote-id", str(rid))
     cli("poll", "--remote-id", str(rid), "--wait", "120")
-    assert q(cli, "select state from remote_run") == [("error",)]  # job_policy fatal: the build failure counts
+    assert q(cli, "select state, fault from remote_run") == [("error", 4)]  # job_policy fatal: the build failure counts
     assert q(cli, "select state, fault from remote_component where stage_id=3") == [("error", 4)]
     assert q(cli, "select count(*) from rawsum_result") == [(7,)]
     # every component raising: the run fails at prepare, fault 4, nothing is shipped
