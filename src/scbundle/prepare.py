@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from .app import App, get_run
 from .db.claims import Claim, claim_run, unclaimed
@@ -90,13 +90,11 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
         st = app.stage(run.stage)
         site = app.site(run.site)
         ctx = app.build_context(run)
-        comps = list(
-            s.scalars(
-                select(RemoteComponent)
-                .where(RemoteComponent.remote_id == remote_id, RemoteComponent.state.in_([ComponentState.NEW, ComponentState.PENDING]))
-                .order_by(RemoteComponent.id)
-            )
-        )
+        comps = s.execute(  # plain rows (id, stage_id, attempts): no ORM objects for 10^5-10^6 components
+            select(RemoteComponent.id, RemoteComponent.stage_id, RemoteComponent.attempts)
+            .where(RemoteComponent.remote_id == remote_id, RemoteComponent.state.in_([ComponentState.NEW, ComponentState.PENDING]))
+            .order_by(RemoteComponent.id)
+        ).all()
         settings = app.config.stage_settings(run.stage)
         measured = measured_cost(s, run.stage, settings.measured_cost_min)
         built = build_isolated(st, s, [c.stage_id for c in comps], ctx)  # one raising component is faulted alone
@@ -152,11 +150,13 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
     good_ids = {c.id: i for i, c in enumerate(built_comps)}
     with claim.session() as s:
         run = get_run(s, remote_id, [RunState.NEW, RunState.PENDING], "prepare")
-        if good_ids:
+        if good_ids:  # one executemany, without the ORM's per-row bookkeeping
+            table = RemoteComponent.__table__
             s.execute(
-                update(RemoteComponent),
-                [{"id": cid, "idx": idx, "state": ComponentState.PENDING, "fault": 0, "message": None} for cid, idx in good_ids.items()],
-            )
+                update(table).where(table.c.id == bindparam("cid"))
+                .values(idx=bindparam("cidx"), state=ComponentState.PENDING, fault=0, message=None),
+                [{"cid": cid, "cidx": idx} for cid, idx in good_ids.items()],
+            )  # fmt: skip
         if missing:
             s.execute(
                 update(RemoteComponent),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 import shlex
@@ -48,11 +50,21 @@ class BundlePlan:
 
 
 def _tsv(rows: Sequence[Sequence[object]]) -> str:
-    for row in rows:
-        for cell in row:
-            if "\t" in str(cell) or "\n" in str(cell):
-                raise BundleError(f"a path holds a tab or newline: {cell!r}")
-    return "".join("\t".join(str(c) for c in row) + "\n" for row in rows)
+    text = "".join("\t".join(map(str, row)) + "\n" for row in rows)
+    # one count each instead of a test a cell: a tab or newline inside a cell adds one
+    if text.count("\n") != len(rows) or text.count("\t") != sum(len(row) - 1 for row in rows):
+        for row in rows:
+            for cell in row:
+                if "\t" in str(cell) or "\n" in str(cell):
+                    raise BundleError(f"a path holds a tab or newline: {cell!r}")
+    return text
+
+
+_quote = functools.lru_cache(maxsize=1 << 16)(shlex.quote)  # the same words recur in every command
+
+
+def _shell_line(argv: Sequence[str]) -> str:
+    return " ".join(map(_quote, argv))
 
 
 def assemble(specs: Sequence[ComponentSpec], request: ResourceRequest, plan: BundlePlan) -> dict[str, str]:
@@ -68,10 +80,12 @@ def assemble(specs: Sequence[ComponentSpec], request: ResourceRequest, plan: Bun
                 raise BundleError(f"remote path {r.remote} is wanted from two local files: {seen[0]} and {r.local}")
             reqs[r.remote] = (r.local, r.remote, r.size)
     out_dirs = sorted({d for spec in specs for d in spec.out_dirs})
-    for spec in specs:
-        for word in (*spec.command, *spec.post, *spec.out_dirs):
-            if "\n" in word or "\r" in word or "\0" in word:
-                raise BundleError(f"stage_id {spec.stage_id}: argument {word!r} holds a newline or NUL", remote_id=plan.remote_id)
+    words = "\x1f".join(itertools.chain.from_iterable(itertools.chain(s.command, s.post, s.out_dirs) for s in specs))
+    if "\n" in words or "\r" in words or "\0" in words:  # then find the word, to name it
+        for spec in specs:
+            for word in (*spec.command, *spec.post, *spec.out_dirs):
+                if "\n" in word or "\r" in word or "\0" in word:
+                    raise BundleError(f"stage_id {spec.stage_id}: argument {word!r} holds a newline or NUL", remote_id=plan.remote_id)
 
     env = environment()
     line_t = env.get_template("srun/line.j2")
@@ -87,9 +101,9 @@ def assemble(specs: Sequence[ComponentSpec], request: ResourceRequest, plan: Bun
     parts: list[ConfigPart] = pack_configs(ranks, line, header, ranks_per_node=max(1, plan.cores_per_node // request.threads))
     files: dict[str, str] = {f"multiprog/{part.name}": part.text for part in parts}
     files["requirements.tsv"] = _tsv(sorted(reqs.values(), key=lambda r: r[1]))
-    files["pre.cmds"] = "".join(shlex.join(["mkdir", "-p", d]) + "\n" for d in out_dirs)
-    files["commands.cmds"] = "".join(shlex.join(s.command) + "\n" for s in specs)
-    files["post.cmds"] = "".join(shlex.join(s.post) + "\n" for s in specs)
+    files["pre.cmds"] = "".join(_shell_line(["mkdir", "-p", d]) + "\n" for d in out_dirs)
+    files["commands.cmds"] = "".join(_shell_line(s.command) + "\n" for s in specs)
+    files["post.cmds"] = "".join(_shell_line(s.post) + "\n" for s in specs)
     files["products.tsv"] = _tsv([(i, r, loc) for i, s in enumerate(specs) for r, loc in s.products])
     files["components.tsv"] = _tsv([(i, s.stage_id) for i, s in enumerate(specs)])
     meta = {
