@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Prepare speed: components per second for a 37,200-component chip bundle on SQLite.
+"""Prepare speed and memory: the 37,200-component chip bundle (620 exposures x 60 chips, each
+with 6-7 detrend frames picked from a catalog of 3,120) on SQLite.
 
-The field notes' prepare took ~0.2 s per component (about 2 hours for SAS); the goal for
-the spine is the whole 37,200-component bundle in under 10 s on a 2-core machine.
-Prints figures; asserts nothing about time.
+The field notes' prepare took ~0.2 s per component (about 2 hours for SAS); the goal is the
+whole bundle in under 5 s on a 2-core machine. Prints figures; asserts nothing about time.
 
-    python bench/prepare.py [--components 37200]
+    python bench/prepare.py [--components 37200] [--one-flat] [--database URL]
+
+--one-flat prepares with scbundle's demo chip stage as shipped (one flat a chip) instead of
+the catalog shape (see bench/benchkit.py).
 """
 
 from __future__ import annotations
@@ -13,87 +16,39 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
-from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import insert
+from benchkit import CatalogChipStage, Timer, make_app, peak_rss_mib, rss_mib, seed, use_stage
 
-from scbundle.app import App
-from scbundle.config import config_from_dict
-from scbundle.db.migrate import upgrade
-from scbundle.db.models import Detrend, Exposure, Imfile
-from scbundle.db.session import Database
 from scbundle.define import define
 from scbundle.prepare import prepare
-
-CLASS_IDS = [f"xy{n:02d}" for n in range(60)]  # 60 chips an exposure, as GPC1's OTAs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--components", type=int, default=37200)
+    ap.add_argument("--one-flat", action="store_true", help="the shipped chip stage: one flat a chip")
+    ap.add_argument("--database", default=None, help="a SQLAlchemy URL (default: SQLite in a temporary directory)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="scb-bench-") as tmp:
         home = Path(tmp)
-        cfg = config_from_dict(
-            {
-                "database": f"sqlite:///{home / 'bench.db'}",
-                "workdir": str(home / "work"),
-                "sites": {
-                    "mustang": {
-                        "link": "local", "scheduler": "local",
-                        "remote_root": "/scratch3/ipp", "permanent_root": "/usr/projects/ps1",
-                        "paths": [{"local": str(home / "data"), "remote": "/scratch3/ipp/data"}],
-                        "cores_per_node": 24, "max_nodes": 1000, "fill_factor": 0.8, "max_walltime": "16:00:00",
-                    }
-                },
-                "default_site": "mustang",
-                "stages": {"chip": {"threads": 2, "cost_seconds": 150}},
-            },
-            "bench",
-        )  # fmt: skip
-        db = Database(cfg.database)
-        upgrade(db)
-        app = App(cfg, db)
-        t0 = time.perf_counter()
-        n = args.components
-        n_exp = -(-n // len(CLASS_IDS))
-        raw_dir = home / "data" / "raw"
-        det_dir = home / "data" / "detrend"
-        det_dir.mkdir(parents=True)
-        dets = []
-        for k, cid in enumerate(CLASS_IDS):
-            p = det_dir / f"flat.r.{cid}.fits"
-            p.write_bytes(b"SCFLAT1 64 64 100.0\n" + bytes(64 * 64 * 4))
-            dets.append({"det_id": k + 1, "kind": "flat", "filter": "r", "class_id": cid, "uri": str(p)})
-        exps, ims = [], []
-        for e in range(n_exp):
-            name = f"o5303g{e:04d}o"
-            d = raw_dir / name
-            d.mkdir(parents=True)
-            exps.append({"exp_id": e + 1, "exp_name": name, "filter": "r", "dateobs": datetime(2014, 3, 18)})
-            for k, cid in enumerate(CLASS_IDS):
-                if len(ims) == n:
-                    break
-                p = d / f"{name}.{cid}.fits"
-                p.write_bytes(b"SCRAW1 64 64\n")
-                ims.append({"imfile_id": len(ims) + 1, "exp_id": e + 1, "class_id": cid, "uri": str(p), "det_id": k + 1, "npix": 4096 + 64 * (k % 7)})
-        with db.session() as s:
-            s.execute(insert(Detrend), dets)
-            s.execute(insert(Exposure), exps)
-            s.execute(insert(Imfile), ims)
-        t_seed = time.perf_counter() - t0
-        t1 = time.perf_counter()
+        app = make_app(home, args.database)
+        clock = Timer()
+        catalog = seed(app, home, args.components)
+        t_seed = clock.lap()
+        if not args.one_flat:
+            use_stage(app, CatalogChipStage(catalog))
         d = define(app, label="bench", stage="chip", limit=None, site=None, job_policy=None)
-        t_define = time.perf_counter() - t1
-        t2 = time.perf_counter()
+        t_define = clock.lap()
+        rss_before = rss_mib()
         p = prepare(app, remote_id=d.remote_id, stage="chip")
-        t_prepare = time.perf_counter() - t2
+        t_prepare = clock.lap()
         base = Path(p.path_base)
         confs = sorted((base / "multiprog").glob("*.conf"))
+        reqs = (base / "requirements.tsv").read_text().splitlines()
         out = {
             "components": p.n_components,
+            "shape": "one flat a chip" if args.one_flat else f"6-7 detrends a chip from a catalog of {len(catalog)}",
             "define_s": round(t_define, 3),
             "prepare_s": round(t_prepare, 3),
             "components_per_s": round(p.n_components / t_prepare),
@@ -103,8 +58,11 @@ def main() -> None:
             "request": f"{p.nodes} nodes x {p.hours} h, {p.nranks} ranks",
             "configs": len(confs),
             "largest_config_bytes": max(c.stat().st_size for c in confs),
-            "requirements": sum(1 for _ in open(base / "requirements.tsv")),
+            "requirements": len(reqs),
+            "detrend_files": sum(1 for r in reqs if "/detrend/" in r),
             "pre_mkdirs": sum(1 for _ in open(base / "pre.cmds")),
+            "rss_before_prepare_mib": round(rss_before),
+            "peak_rss_mib": round(peak_rss_mib()),
             "seed_data_s": round(t_seed, 2),
         }
         for k, v in out.items():
