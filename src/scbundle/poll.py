@@ -11,9 +11,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from .app import App, get_run, select_runs, utcnow
+from .db.bulk import update_rows
 from .db.claims import Claim, claim_run, unclaimed
 from .db.models import RemoteComponent, RemoteRun
 from .errors import DbinfoError, LinkDownError, ScbundleError
@@ -22,7 +23,7 @@ from .failpoints import failpoint
 from .exec import StepReport, remote_roots_args, submit_context
 from .link import Transport
 from .pathmap import PathMap
-from .replay import ComponentResult, read_results
+from .replay import ComponentResult, gc_paused, read_results
 from .resources import tool_argv
 from .schedulers.base import JobState, JobStatus
 from .states import ComponentState, Fault, RunState, fault_from_exit
@@ -145,24 +146,25 @@ def apply_results(
     needs_product: dict[int, list[int]] = {}
     for row, (idx, _r, _l) in enumerate(product_rows):
         needs_product.setdefault(idx, []).append(row)
-    with claim.session() if claim else app.db.session() as s:
+    with gc_paused(), claim.session() if claim else app.db.session() as s:
         run = get_run(s, remote_id, [RunState.RUN], "poll")
         stage = app.stage(run.stage)
-        comps = list(
-            s.scalars(
-                select(RemoteComponent).where(RemoteComponent.remote_id == remote_id, RemoteComponent.state == ComponentState.RUN)
-            )
-        )
+        comps = s.execute(  # plain (id, idx) rows: no ORM objects for 10^5-10^6 components
+            select(RemoteComponent.id, RemoteComponent.idx).where(RemoteComponent.remote_id == remote_id, RemoteComponent.state == ComponentState.RUN)
+        ).all()
         changes, good_records, faults = [], [], Counter()
         for c in comps:
             res = results.get(c.idx) if c.idx is not None else None
+            if res is not None and res.good:  # the common case, as classify has it
+                state, fault, message = ComponentState.FULL, Fault.NONE, None
+            else:
+                state, fault, message = classify(res, job, max_attempts)
             row: dict = {"id": c.id}
-            state, fault, message = classify(res, job, max_attempts)
             if res is not None:
                 row.update(exit_code=res.exit, rank=res.rank, host=res.host, t_start=res.start, t_end=res.end)
                 if state == ComponentState.FULL:
-                    lost = [r for r in needs_product.get(c.idx, []) if r not in products_back]
-                    if lost:
+                    needed = needs_product.get(c.idx)
+                    if needed and not products_back.issuperset(needed):
                         state, fault, message = ComponentState.ERROR, Fault.SYSTEM, "permanent product did not come back"
                     else:
                         assert res.dbinfo is not None
@@ -171,8 +173,7 @@ def apply_results(
             if state != ComponentState.FULL:
                 faults[int(fault)] += 1
             changes.append(row)
-        if changes:
-            s.execute(update(RemoteComponent), changes)
+        update_rows(s, RemoteComponent.__table__, changes)
         stage.replay(s, run, good_records, app.build_context(run))
         # components that failed before the job (prepare: missing input, a stage that raised)
         prior = Counter(

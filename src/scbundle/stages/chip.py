@@ -7,9 +7,10 @@ import posixpath
 import statistics
 from collections.abc import Sequence
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..db.bulk import insert_rows, update_rows
 from ..db.models import ChipResult, Detrend, Exposure, Imfile, RemoteComponent, RemoteRun
 from .base import BuildContext, ComponentSpec, DbinfoRecord, DbinfoTable, MissingInput, Requirement, Stage
 
@@ -114,10 +115,11 @@ class ChipStage(Stage):
     def replay(self, session: Session, run: RemoteRun, records: Sequence[DbinfoRecord], ctx: BuildContext) -> None:
         if not records:
             return
-        rows = self._rows(session, [r.stage_id for r in records])
-        existing = set(
-            session.scalars(select(ChipResult.imfile_id).where(ChipResult.imfile_id.in_([r.stage_id for r in records])))
-        )
+        ids = [r.stage_id for r in records]
+        rows = self._rows(session, ids)
+        existing = set()
+        for start in range(0, len(ids), 5000):  # stay under SQL parameter limits (PostgreSQL: 65535)
+            existing.update(session.scalars(select(ChipResult.imfile_id).where(ChipResult.imfile_id.in_(ids[start : start + 5000]))))
         new, changed = [], []
         for rec in records:
             _, raw, class_id, _npix, exp_name, _flat = rows[rec.stage_id]
@@ -132,7 +134,5 @@ class ChipStage(Stage):
                 **{c: rec.values.get(c) for c in CHIP_COLUMNS},
             }
             (changed if rec.stage_id in existing else new).append(values)
-        if new:
-            session.execute(insert(ChipResult), new)
-        if changed:
-            session.execute(update(ChipResult), changed)
+        insert_rows(session, ChipResult.__table__, new)  # one executemany each, straight to the driver
+        update_rows(session, ChipResult.__table__, changed, key="imfile_id")
