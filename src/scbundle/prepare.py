@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 
 from .app import App, get_run
-from .db.claims import Claim, claim_run, unclaimed
 from .bundle.allocation import resource_request
-from .bundle.build import BundlePlan, assemble, job_name, remote_run_dir, write_bundle
+from .bundle.build import BundleDir, BundlePlan, BundleWriter, job_name, remote_run_dir
+from .db.bulk import update_rows
+from .db.claims import Claim, claim_run, unclaimed
 from .db.models import RemoteComponent, RemoteRun
 from .errors import BundleError, StateError
 from .failpoints import failpoint
-from .stages.base import BuildFailure, ComponentSpec, MissingInput, build_isolated
+from .stages.base import ComponentSpec, build_isolated
 from .states import ComponentState, Fault, RunState
 from .throttle import HeldBack, prepare_hold
 
@@ -81,6 +82,29 @@ def prepare(app: App, *, remote_id: int, stage: str | None = None, states: Seque
         return _prepare_claimed(app, claim, stage)
 
 
+BUILD_CHUNK = 50_000  # components built and written at a time: memory stays flat however large the run
+
+
+def _build_into(writer: BundleWriter, st, s, comps: Sequence, ctx) -> tuple[list[int], list[tuple]]:
+    """Build the components a chunk at a time into ``writer``; (ids of the built ones, in
+    bundle order; (component, MissingInput | BuildFailure) of the others). A stage's relative
+    costs are around its chunk's typical component (the whole run, up to BUILD_CHUNK)."""
+    good: list[int] = []
+    missing: list[tuple] = []
+    for start in range(0, len(comps), BUILD_CHUNK):
+        chunk = comps[start : start + BUILD_CHUNK]
+        built = build_isolated(st, s, [c.stage_id for c in chunk], ctx)  # one raising component is faulted alone
+        specs = []
+        for c, b in zip(chunk, built, strict=True):
+            if isinstance(b, ComponentSpec):
+                good.append(c.id)
+                specs.append(b)
+            else:
+                missing.append((c, b))
+        writer.add(specs)
+    return good, missing
+
+
 def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
     remote_id = claim.run.remote_id
     with app.db.read_session() as s:
@@ -97,32 +121,8 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
         ).all()
         settings = app.config.stage_settings(run.stage)
         measured = measured_cost(s, run.stage, settings.measured_cost_min)
-        built = build_isolated(st, s, [c.stage_id for c in comps], ctx)  # one raising component is faulted alone
         attempt = run.attempt
         path_base = local_path_base(app, run)
-
-    specs = [b for b in built if isinstance(b, ComponentSpec)]
-    missing = [(c, b) for c, b in zip(comps, built, strict=True) if isinstance(b, MissingInput | BuildFailure)]
-    request = None
-    n_configs = 0
-    cost, cost_source = st.cost_seconds, "configured"
-    if specs:
-        # Measured seconds from earlier jobs rescale the stage's estimates (keeping their
-        # relative weights), so requests converge on the fill factor.
-        scale = measured[0] / statistics.median(sp.cost for sp in specs) if measured else 1.0
-        if scale != 1.0:
-            specs = [replace(sp, cost=sp.cost * scale) for sp in specs]
-        cost = sum(sp.cost for sp in specs) / len(specs)
-        cost_source = f"median of {measured[1]} measured" if measured else "configured"
-        request = resource_request(
-            len(specs),
-            threads=st.threads,
-            cost_seconds=cost,
-            cores_per_node=site.cores_per_node,
-            fill_factor=site.fill_factor,
-            max_nodes=site.max_nodes,
-            max_walltime_seconds=site.max_walltime_seconds,
-        )
         plan = BundlePlan(
             remote_id=remote_id,
             stage=st.name,
@@ -137,26 +137,48 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
             account=site.account,
             partition=site.partition,
         )
+        out = BundleDir(path_base)
+        writer = BundleWriter(plan, out.open)
+        request = None
+        n_configs = 0
+        cost, cost_source = st.cost_seconds, "configured"
         try:
-            files = assemble(specs, request, plan)
-        except BundleError as err:
-            err.remote_id = remote_id
+            good, missing = _build_into(writer, st, s, comps, ctx)
+            if good:
+                # Measured seconds from earlier jobs rescale the stage's estimates (keeping their
+                # relative weights), so requests converge on the fill factor.
+                writer.scale_costs(measured[0] / statistics.median(writer.costs) if measured else 1.0)
+                cost = sum(writer.costs) / len(writer.costs)
+                cost_source = f"median of {measured[1]} measured" if measured else "configured"
+                request = resource_request(
+                    len(good),
+                    threads=st.threads,
+                    cost_seconds=cost,
+                    cores_per_node=site.cores_per_node,
+                    fill_factor=site.fill_factor,
+                    max_nodes=site.max_nodes,
+                    max_walltime_seconds=site.max_walltime_seconds,
+                )
+                n_configs = writer.finish(request)
+                out.commit()
+            else:
+                writer.close()
+                out.discard()
+        except BaseException as err:
+            writer.close()
+            out.discard()
+            if isinstance(err, BundleError):
+                err.remote_id = remote_id
             raise
-        n_configs = sum(1 for k in files if k.startswith("multiprog/"))
-        write_bundle(path_base, files)
     failpoint("prepare.written")
 
-    built_comps = [c for c, b in zip(comps, built, strict=True) if isinstance(b, ComponentSpec)]
-    good_ids = {c.id: i for i, c in enumerate(built_comps)}
     with claim.session() as s:
         run = get_run(s, remote_id, [RunState.NEW, RunState.PENDING], "prepare")
-        if good_ids:  # one executemany, without the ORM's per-row bookkeeping
-            table = RemoteComponent.__table__
-            s.execute(
-                update(table).where(table.c.id == bindparam("cid"))
-                .values(idx=bindparam("cidx"), state=ComponentState.PENDING, fault=0, message=None),
-                [{"cid": cid, "cidx": idx} for cid, idx in good_ids.items()],
-            )  # fmt: skip
+        for start in range(0, len(good), BUILD_CHUNK):  # the bundle's line of each: its idx
+            update_rows(s, RemoteComponent.__table__, [
+                {"id": cid, "idx": start + i, "state": ComponentState.PENDING, "fault": 0, "message": None}
+                for i, cid in enumerate(good[start : start + BUILD_CHUNK])
+            ])  # fmt: skip
         if missing:
             s.execute(
                 update(RemoteComponent),
@@ -181,7 +203,7 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
     return Prepared(
         remote_id=remote_id,
         path_base=str(path_base),
-        n_components=len(specs),
+        n_components=len(good),
         n_missing=len(missing),
         nodes=request.nodes if request else 0,
         hours=request.hours if request else 0,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import functools
+import io
 import itertools
 import json
 import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Sequence
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from ..errors import BundleError
 from ..stages.base import ComponentSpec
@@ -67,98 +70,181 @@ def _shell_line(argv: Sequence[str]) -> str:
     return " ".join(map(_quote, argv))
 
 
-def assemble(specs: Sequence[ComponentSpec], request: ResourceRequest, plan: BundlePlan) -> dict[str, str]:
-    """All files of the bundle, by relative path. Pure: same specs, same bytes."""
-    if not specs:
-        raise BundleError("nothing to prepare: no component has its inputs", remote_id=plan.remote_id)
-    name = job_name(plan.stage, plan.remote_id, plan.attempt)
-    reqs: dict[str, tuple[str, str, int]] = {}
-    for spec in specs:
-        for r in spec.inputs:
-            seen = reqs.get(r.remote)
-            if seen is not None and seen[0] != r.local:
-                raise BundleError(f"remote path {r.remote} is wanted from two local files: {seen[0]} and {r.local}")
-            reqs[r.remote] = (r.local, r.remote, r.size)
-    out_dirs = sorted({d for spec in specs for d in spec.out_dirs})
+def _check_words(specs: Sequence[ComponentSpec], remote_id: int) -> None:
     words = "\x1f".join(itertools.chain.from_iterable(itertools.chain(s.command, s.post, s.out_dirs) for s in specs))
     if "\n" in words or "\r" in words or "\0" in words:  # then find the word, to name it
         for spec in specs:
             for word in (*spec.command, *spec.post, *spec.out_dirs):
                 if "\n" in word or "\r" in word or "\0" in word:
-                    raise BundleError(f"stage_id {spec.stage_id}: argument {word!r} holds a newline or NUL", remote_id=plan.remote_id)
+                    raise BundleError(f"stage_id {spec.stage_id}: argument {word!r} holds a newline or NUL", remote_id=remote_id)
 
-    env = environment()
-    line_t = env.get_template("srun/line.j2")
-    common = {"python": plan.python, "tools_dir": plan.tools_dir, "run_dir": plan.run_dir}
-    ranks = deal_by_cost([s.cost for s in specs], request.nranks)
 
-    def line(task: int, offset: int, ids: str) -> str:
-        return line_t.render(task=task, offset=offset, ids=ids, **common).rstrip("\n")
+class _Buffer(io.StringIO):
+    """A text file in memory that keeps its text when closed."""
 
-    def header(index: int, offset: int) -> str:
-        return render("srun/multiprog.conf.j2", part_name=f"part-{index:03d}.conf", remote_id=plan.remote_id, job_name=name, offset=offset)
+    def close(self) -> None:
+        pass
 
-    parts: list[ConfigPart] = pack_configs(ranks, line, header, ranks_per_node=max(1, plan.cores_per_node // request.threads))
-    files: dict[str, str] = {f"multiprog/{part.name}": part.text for part in parts}
-    files["requirements.tsv"] = _tsv(sorted(reqs.values(), key=lambda r: r[1]))
-    files["pre.cmds"] = "".join(_shell_line(["mkdir", "-p", d]) + "\n" for d in out_dirs)
-    files["commands.cmds"] = "".join(_shell_line(s.command) + "\n" for s in specs)
-    files["post.cmds"] = "".join(_shell_line(s.post) + "\n" for s in specs)
-    files["products.tsv"] = _tsv([(i, r, loc) for i, s in enumerate(specs) for r, loc in s.products])
-    files["components.tsv"] = _tsv([(i, s.stage_id) for i, s in enumerate(specs)])
-    meta = {
-        "remote_id": plan.remote_id,
-        "stage": plan.stage,
-        "attempt": plan.attempt,
-        "job_name": name,
-        "nranks": request.nranks,
-        "threads": request.threads,
-        "nodes": request.nodes,
-        "walltime": request.walltime,
-        "n_components": len(specs),
-        "n_configs": len(parts),
-        "ranks_used": sum(p.ntasks for p in parts),
-        "walltime_seconds": request.seconds,
-        "attempts": plan.attempts,
-        "command_timeout": plan.command_timeout,
-    }
-    files["bundle.json"] = json.dumps(meta, indent=1, sort_keys=True) + "\n"
-    files["job.sh"] = render(
-        plan.job_template,
-        job_name=name,
-        remote_id=plan.remote_id,
-        stage=plan.stage,
-        attempt=plan.attempt,
-        n_components=len(specs),
-        request=request,
-        cores_per_node=plan.cores_per_node,
-        parts=parts,
-        threads=request.threads,
-        walltime_seconds=request.seconds,
-        account=plan.account,
-        partition=plan.partition,
-        **common,
-    )
-    return files
+
+class BundleWriter:
+    """Writes a bundle's files. The per-component files are written as the specs come, a chunk
+    at a time, so a bundle of a million components never holds all its specs, nor all its text,
+    at once; what needs every component (the requirements, each once; the output directories;
+    the dealing to ranks, the configs, the job script) is written by finish(), from what add()
+    kept: the requirements, the directories and one cost a component."""
+
+    PER_COMPONENT = ("commands.cmds", "post.cmds", "products.tsv", "components.tsv")
+
+    def __init__(self, plan: BundlePlan, open_text: Callable[[str], TextIO]) -> None:
+        self.plan = plan
+        self._open = open_text
+        self._out = {name: open_text(name) for name in self.PER_COMPONENT}
+        self._reqs: dict[str, tuple[str, str, int]] = {}
+        self._out_dirs: set[str] = set()
+        self.costs = array("d")  # a cost a component, in index order
+
+    @property
+    def n_components(self) -> int:
+        return len(self.costs)
+
+    def add(self, specs: Sequence[ComponentSpec]) -> None:
+        """The next components, in index order."""
+        _check_words(specs, self.plan.remote_id)
+        for spec in specs:
+            for r in spec.inputs:
+                seen = self._reqs.get(r.remote)
+                if seen is not None and seen[0] != r.local:
+                    raise BundleError(f"remote path {r.remote} is wanted from two local files: {seen[0]} and {r.local}")
+                self._reqs[r.remote] = (r.local, r.remote, r.size)
+            self._out_dirs.update(spec.out_dirs)
+        first = len(self.costs)
+        self._out["commands.cmds"].write("".join(_shell_line(s.command) + "\n" for s in specs))
+        self._out["post.cmds"].write("".join(_shell_line(s.post) + "\n" for s in specs))
+        self._out["products.tsv"].write(_tsv([(first + i, r, loc) for i, s in enumerate(specs) for r, loc in s.products]))
+        self._out["components.tsv"].write(_tsv([(first + i, s.stage_id) for i, s in enumerate(specs)]))
+        self.costs.extend(s.cost for s in specs)
+
+    def close(self) -> None:
+        """Close the per-component files (finish() does; after a failure, the caller)."""
+        for f in self._out.values():
+            f.close()
+
+    def scale_costs(self, factor: float) -> None:
+        if factor != 1.0:
+            self.costs = array("d", (c * factor for c in self.costs))
+
+    def finish(self, request: ResourceRequest) -> int:
+        """The files that need every component; closes everything. Returns how many configs."""
+        plan = self.plan
+        if not self.costs:
+            raise BundleError("nothing to prepare: no component has its inputs", remote_id=plan.remote_id)
+        self.close()
+        name = job_name(plan.stage, plan.remote_id, plan.attempt)
+        env = environment()
+        line_t = env.get_template("srun/line.j2")
+        common = {"python": plan.python, "tools_dir": plan.tools_dir, "run_dir": plan.run_dir}
+        ranks = deal_by_cost(self.costs, request.nranks)
+
+        def line(task: int, offset: int, ids: str) -> str:
+            return line_t.render(task=task, offset=offset, ids=ids, **common).rstrip("\n")
+
+        def header(index: int, offset: int) -> str:
+            return render("srun/multiprog.conf.j2", part_name=f"part-{index:03d}.conf", remote_id=plan.remote_id, job_name=name, offset=offset)
+
+        parts: list[ConfigPart] = pack_configs(ranks, line, header, ranks_per_node=max(1, plan.cores_per_node // request.threads))
+        files: dict[str, str] = {f"multiprog/{part.name}": part.text for part in parts}
+        files["requirements.tsv"] = _tsv(sorted(self._reqs.values(), key=lambda r: r[1]))
+        files["pre.cmds"] = "".join(_shell_line(["mkdir", "-p", d]) + "\n" for d in sorted(self._out_dirs))
+        meta = {
+            "remote_id": plan.remote_id,
+            "stage": plan.stage,
+            "attempt": plan.attempt,
+            "job_name": name,
+            "nranks": request.nranks,
+            "threads": request.threads,
+            "nodes": request.nodes,
+            "walltime": request.walltime,
+            "n_components": len(self.costs),
+            "n_configs": len(parts),
+            "ranks_used": sum(p.ntasks for p in parts),
+            "walltime_seconds": request.seconds,
+            "attempts": plan.attempts,
+            "command_timeout": plan.command_timeout,
+        }
+        files["bundle.json"] = json.dumps(meta, indent=1, sort_keys=True) + "\n"
+        files["job.sh"] = render(
+            plan.job_template,
+            job_name=name,
+            remote_id=plan.remote_id,
+            stage=plan.stage,
+            attempt=plan.attempt,
+            n_components=len(self.costs),
+            request=request,
+            cores_per_node=plan.cores_per_node,
+            parts=parts,
+            threads=request.threads,
+            walltime_seconds=request.seconds,
+            account=plan.account,
+            partition=plan.partition,
+            **common,
+        )
+        for rel, text in files.items():
+            with self._open(rel) as f:
+                f.write(text)
+        return len(parts)
+
+
+def assemble(specs: Sequence[ComponentSpec], request: ResourceRequest, plan: BundlePlan) -> dict[str, str]:
+    """All files of the bundle, by relative path. Pure: same specs, same bytes."""
+    buffers: dict[str, _Buffer] = {}
+
+    def open_text(rel: str) -> TextIO:
+        buffers[rel] = _Buffer()
+        return buffers[rel]
+
+    writer = BundleWriter(plan, open_text)
+    writer.add(specs)
+    writer.finish(request)
+    return {rel: buf.getvalue() for rel, buf in buffers.items()}
+
+
+class BundleDir:
+    """A bundle written into a temporary sibling of ``path_base``, then swapped in: a crash
+    leaves the old bundle or the new one, never a mix."""
+
+    def __init__(self, path_base: Path) -> None:
+        self.path_base = path_base
+        path_base.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{path_base.name}.", dir=path_base.parent))
+
+    def open(self, rel: str) -> TextIO:
+        p = self.tmp / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return open(p, "w")
+
+    def commit(self) -> None:
+        if (self.tmp / "job.sh").exists():
+            (self.tmp / "job.sh").chmod(0o755)
+        old = None
+        if self.path_base.exists():
+            old = self.path_base.with_name(f".{self.path_base.name}.old.{os.getpid()}")
+            os.replace(self.path_base, old)
+        os.replace(self.tmp, self.path_base)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def write_bundle(path_base: Path, files: dict[str, str]) -> None:
     """Write into a temporary sibling, then swap it in: a crash leaves the old bundle or the new one."""
-    path_base.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path_base.name}.", dir=path_base.parent))
+    out = BundleDir(path_base)
     try:
         for rel, text in files.items():
-            p = tmp / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text)
-        (tmp / "job.sh").chmod(0o755)
-        old = None
-        if path_base.exists():
-            old = path_base.with_name(f".{path_base.name}.old.{os.getpid()}")
-            os.replace(path_base, old)
-        os.replace(tmp, path_base)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            with out.open(rel) as f:
+                f.write(text)
+        out.commit()
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        out.discard()
         raise
