@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from .app import App
+from .db.bulk import insert_rows
 from .db.models import RemoteComponent, RemoteRun
 from .errors import StateError
 from .states import ComponentState, RunState
@@ -43,11 +43,10 @@ def define_in(session: Session, *, stage: str, label: str, site: str, job_policy
     run = RemoteRun(stage=stage, label=label, site=site, state=RunState.NEW, job_policy=job_policy, attempt=1, fault=0)
     session.add(run)
     session.flush()
-    session.execute(
-        insert(RemoteComponent),
-        [
+    ids = list(stage_ids)
+    for start in range(0, len(ids), 50_000):  # one executemany a chunk: never a 10^6-row parameter list
+        insert_rows(session, RemoteComponent.__table__, [
             {"remote_id": run.remote_id, "stage": stage, "stage_id": sid, "state": ComponentState.NEW, "fault": 0, "attempts": 0}
-            for sid in stage_ids
-        ],
-    )
+            for sid in ids[start : start + 50_000]
+        ])  # fmt: skip
     return run.remote_id

@@ -128,6 +128,9 @@ def classify(res: ComponentResult | None, job: JobStatus | None, max_attempts: i
     return ComponentState.ERROR, fault, text
 
 
+REPLAY_CHUNK = 50_000  # components whose rows are built and written at a time
+
+
 def apply_results(
     app: App,
     remote_id: int,
@@ -152,29 +155,33 @@ def apply_results(
         comps = s.execute(  # plain (id, idx) rows: no ORM objects for 10^5-10^6 components
             select(RemoteComponent.id, RemoteComponent.idx).where(RemoteComponent.remote_id == remote_id, RemoteComponent.state == ComponentState.RUN)
         ).all()
-        changes, good_records, faults = [], [], Counter()
-        for c in comps:
-            res = results.get(c.idx) if c.idx is not None else None
-            if res is not None and res.good:  # the common case, as classify has it
-                state, fault, message = ComponentState.FULL, Fault.NONE, None
-            else:
-                state, fault, message = classify(res, job, max_attempts)
-            row: dict = {"id": c.id}
-            if res is not None:
-                row.update(exit_code=res.exit, rank=res.rank, host=res.host, t_start=res.start, t_end=res.end)
-                if state == ComponentState.FULL:
-                    needed = needs_product.get(c.idx)
-                    if needed and not products_back.issuperset(needed):
-                        state, fault, message = ComponentState.ERROR, Fault.SYSTEM, "permanent product did not come back"
-                    else:
-                        assert res.dbinfo is not None
-                        good_records.append(res.dbinfo)
-            row.update(state=state, fault=int(fault), message=message)
-            if state != ComponentState.FULL:
-                faults[int(fault)] += 1
-            changes.append(row)
-        update_rows(s, RemoteComponent.__table__, changes)
-        stage.replay(s, run, good_records, app.build_context(run))
+        faults: Counter = Counter()
+        n_good, ctx = 0, app.build_context(run)
+        for start in range(0, len(comps), REPLAY_CHUNK):  # all in this one transaction; a chunk's rows at a time
+            changes, good_records = [], []
+            for c in comps[start : start + REPLAY_CHUNK]:
+                res = results.get(c.idx) if c.idx is not None else None
+                if res is not None and res.good:  # the common case, as classify has it
+                    state, fault, message = ComponentState.FULL, Fault.NONE, None
+                else:
+                    state, fault, message = classify(res, job, max_attempts)
+                row: dict = {"id": c.id}
+                if res is not None:
+                    row.update(exit_code=res.exit, rank=res.rank, host=res.host, t_start=res.start, t_end=res.end)
+                    if state == ComponentState.FULL:
+                        needed = needs_product.get(c.idx)
+                        if needed and not products_back.issuperset(needed):
+                            state, fault, message = ComponentState.ERROR, Fault.SYSTEM, "permanent product did not come back"
+                        else:
+                            assert res.dbinfo is not None
+                            good_records.append(res.dbinfo)
+                row.update(state=state, fault=int(fault), message=message)
+                if state != ComponentState.FULL:
+                    faults[int(fault)] += 1
+                changes.append(row)
+            update_rows(s, RemoteComponent.__table__, changes)
+            stage.replay(s, run, good_records, ctx)
+            n_good += len(good_records)
         # components that failed before the job (prepare: missing input, a stage that raised)
         prior = Counter(
             s.scalars(select(RemoteComponent.fault).where(RemoteComponent.remote_id == remote_id, RemoteComponent.state == ComponentState.ERROR))
@@ -196,7 +203,7 @@ def apply_results(
             run.message = f"{n_failed} of {len(comps)} component(s) failed ({job_note})"
         s.flush()
         failpoint("poll.replayed")  # written, not yet committed
-        return Polled(remote_id, job_note, run.state, len(good_records), n_failed, run.message)
+        return Polled(remote_id, job_note, run.state, n_good, n_failed, run.message)
 
 
 def accounting(summary: dict | None, threads: int) -> dict:

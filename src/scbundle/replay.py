@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,12 +23,13 @@ from .stages.base import DbinfoRecord, Stage, check_value
 # command_timeout; deadline: the job's walltime ran out (stopped, or never started);
 # signal: the rank was told to stop (SIGTERM: walltime or cancel) - see remote/sc_runner.py
 PHASES = ("command", "post", "limit", "deadline", "signal")
+_PHASE = {p: p for p in PHASES}
 STOPPED_PHASES = frozenset({"limit", "deadline", "signal"})
 
 RESULT_FIELDS = {"index", "stage_id", "rank", "host", "attempts", "exit", "phase", "start", "end", "dbinfo", "error"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a million of them in a large replay
 class ComponentResult:
     index: int
     stage_id: int
@@ -107,9 +109,10 @@ def parse_result_line(line: str, stage: Stage, components: Mapping[int, int]) ->
         raise ValueError(f"index {index} is stage_id {components[index]} in this run, not {stage_id}")
     exit_code = _int(rec.get("exit"), "exit")
     assert exit_code is not None
-    phase = rec.get("phase", "command")
-    if phase not in PHASES:
-        raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
+    given = rec.get("phase", "command")
+    phase = _PHASE.get(given) if isinstance(given, str) else None  # the one str object of each phase
+    if phase is None:
+        raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {given!r}")
     host = rec.get("host")
     if host is not None and not isinstance(host, str):
         raise ValueError("host must be a string")
@@ -121,7 +124,7 @@ def parse_result_line(line: str, stage: Stage, components: Mapping[int, int]) ->
         index=index,
         stage_id=stage_id,
         rank=_int(rec.get("rank"), "rank", allow_none=True),
-        host=host[:128] if host else None,
+        host=sys.intern(host[:128]) if host else None,  # a few hundred hosts, shared
         attempts=_int(rec.get("attempts", 1), "attempts") or 0,
         exit=exit_code,
         phase=phase,

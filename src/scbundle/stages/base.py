@@ -80,7 +80,7 @@ class DbinfoTable:
     columns: Mapping[str, type]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a million of them in a large replay
 class DbinfoRecord:
     stage_id: int
     table: str

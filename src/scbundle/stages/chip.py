@@ -121,9 +121,10 @@ class ChipStage(Stage):
         for start in range(0, len(ids), 5000):  # stay under SQL parameter limits (PostgreSQL: 65535)
             existing.update(session.scalars(select(ChipResult.imfile_id).where(ChipResult.imfile_id.in_(ids[start : start + 5000]))))
         new, changed = [], []
+        roots = [(r, r.rstrip("/") + "/") for r in ctx.pathmap.local_roots()]  # once, not once a record
         for rec in records:
             _, raw, class_id, _npix, exp_name, _flat = rows[rec.stage_id]
-            data_root = next(r for r in ctx.pathmap.local_roots() if raw.startswith(r.rstrip("/") + "/"))
+            data_root = next(r for r, prefix in roots if raw.startswith(prefix))
             proc_l, stats_l = self.outputs(run.label, data_root, exp_name, class_id)
             values = {
                 "imfile_id": rec.stage_id,
