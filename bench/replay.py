@@ -43,29 +43,33 @@ def submitted(app, remote_id: int) -> None:
 
 
 def write_results(path_base: Path, nranks: int) -> list[Path]:
-    """One rank-NNNNN.jsonl a rank, a line a component, as remote/sc_runner.py writes them."""
+    """One rank-NNNNN.jsonl a rank, a line a component, as remote/sc_runner.py writes them
+    (component i on rank i % nranks); a file at a time, so a million records are never all in
+    memory here."""
     rng = random.Random(5303)
     out = path_base / "returned" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    lines: dict[int, list[str]] = {}
-    for idx, sid in sorted(_components_index(path_base).items()):
-        rank = idx % nranks
-        t0 = 1_700_000_000 + rng.random() * 3000
-        values = {
-            "mean": rng.gauss(1000, 30), "stdev": rng.gauss(25, 2), "median": rng.gauss(1000, 30),
-            "npix": 4096, "nsat": rng.randrange(10), "bg_min": rng.gauss(900, 10), "bg_max": rng.gauss(1100, 10),
-            "dtime_chip": rng.uniform(100, 200),
-        }  # fmt: skip
-        rec = {
-            "index": idx, "stage_id": sid, "rank": rank, "host": f"nid{rank // 24:05d}", "attempts": 1, "exit": 0,
-            "phase": "command", "start": t0, "end": t0 + values["dtime_chip"], "error": None,
-            "dbinfo": {"table": "chip_result", "key": {"imfile_id": sid}, "values": values},
-        }  # fmt: skip
-        lines.setdefault(rank, []).append(json.dumps(rec))
+    index = _components_index(path_base)
+    n = len(index)
     files = []
-    for rank, recs in sorted(lines.items()):
+    for rank in range(min(nranks, n)):
+        lines = []
+        for idx in range(rank, n, nranks):
+            sid = index[idx]
+            t0 = 1_700_000_000 + rng.random() * 3000
+            values = {
+                "mean": rng.gauss(1000, 30), "stdev": rng.gauss(25, 2), "median": rng.gauss(1000, 30),
+                "npix": 4096, "nsat": rng.randrange(10), "bg_min": rng.gauss(900, 10), "bg_max": rng.gauss(1100, 10),
+                "dtime_chip": rng.uniform(100, 200),
+            }  # fmt: skip
+            rec = {
+                "index": idx, "stage_id": sid, "rank": rank, "host": f"nid{rank // 24:05d}", "attempts": 1, "exit": 0,
+                "phase": "command", "start": t0, "end": t0 + values["dtime_chip"], "error": None,
+                "dbinfo": {"table": "chip_result", "key": {"imfile_id": sid}, "values": values},
+            }  # fmt: skip
+            lines.append(json.dumps(rec))
         p = out / f"rank-{rank:05d}.jsonl"
-        p.write_text("\n".join(recs) + "\n")
+        p.write_text("\n".join(lines) + "\n")
         files.append(p)
     return files
 
