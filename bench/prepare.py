@@ -60,7 +60,7 @@ def main() -> None:
             "largest_config_bytes": max(c.stat().st_size for c in confs),
             "requirements": len(reqs),
             "detrend_files": sum(1 for r in reqs if "/detrend/" in r),
-            "pre_mkdirs": sum(1 for _ in open(base / "pre.cmds")),
+            "pre_mkdirs": (base / "pre.cmds").read_text().count("\n"),
             "rss_before_prepare_mib": round(rss_before),
             "peak_rss_mib": round(peak_rss_mib()),
             "seed_data_s": round(t_seed, 2),
