@@ -24,7 +24,7 @@ from sqlalchemy import func, select, update
 
 from scbundle.db.models import ChipResult, RemoteComponent, RemoteRun
 from scbundle.define import define
-from scbundle.poll import _components_index, _products, apply_results
+from scbundle.poll import _components_index, apply_results, product_owners
 from scbundle.prepare import prepare
 from scbundle.replay import read_results
 from scbundle.schedulers.base import JobState, JobStatus
@@ -96,9 +96,9 @@ def main() -> None:
         clock = Timer()
         results = read_results(files, app.stage("chip"), _components_index(base))
         t_read = clock.lap()
-        rows = _products(base)
+        owners = product_owners(base)
         job = JobStatus("4242", "scb-chip", JobState.COMPLETED, 0, "COMPLETED")
-        polled = apply_results(app, d.remote_id, results, set(range(len(rows))), rows, job=job, job_note="job 4242 completed")
+        polled = apply_results(app, d.remote_id, results, set(range(len(owners))), owners, job=job, job_note="job 4242 completed")
         t_apply = clock.lap()
         if prof:
             prof.disable()

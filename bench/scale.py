@@ -26,7 +26,7 @@ from benchkit import CatalogChipStage, Timer, make_app, peak_rss_mib, reset_peak
 from replay import submitted, write_results
 
 from scbundle.define import define
-from scbundle.poll import _components_index, _products, apply_results
+from scbundle.poll import _components_index, apply_results, product_owners
 from scbundle.prepare import prepare
 from scbundle.replay import read_results
 from scbundle.schedulers.base import JobState, JobStatus
@@ -59,9 +59,9 @@ def one(n: int, one_flat: bool) -> dict:
         clock.lap()
         reset_peak()
         results = read_results(files, app.stage("chip"), _components_index(path_base))
-        rows = _products(path_base)
+        owners = product_owners(path_base)
         job = JobStatus("4242", "scb-chip", JobState.COMPLETED, 0, "COMPLETED")
-        polled = apply_results(app, d.remote_id, results, set(range(len(rows))), rows, job=job, job_note="scale")
+        polled = apply_results(app, d.remote_id, results, set(range(len(owners))), owners, job=job, job_note="scale")
         step("replay", clock.lap())
         out.update(
             process_peak_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),

@@ -7,7 +7,9 @@ which change nothing the second time.
 from __future__ import annotations
 
 import json
+from array import array
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +49,12 @@ def _products(path_base: Path) -> list[tuple[int, str, str]]:
         idx, remote, local = line.split("\t")
         rows.append((int(idx), remote, local))
     return rows
+
+
+def product_owners(path_base: Path) -> array:
+    """The component index of each products.tsv row (what apply_results needs of it)."""
+    text = (path_base / "products.tsv").read_text()
+    return array("q", (int(line.split("\t", 1)[0]) for line in text.splitlines()))
 
 
 def _components_index(path_base: Path) -> dict[int, int]:
@@ -136,7 +144,7 @@ def apply_results(
     remote_id: int,
     results: dict[int, ComponentResult],
     products_back: set[int],
-    product_rows: list[tuple[int, str, str]],
+    owners: Sequence[int],
     *,
     job: JobStatus | None,
     job_note: str,
@@ -145,10 +153,9 @@ def apply_results(
     claim: Claim | None = None,
 ) -> Polled:
     """One transaction (the claim's, when the run is claimed): component states, the stage's
-    tables, the run's state."""
-    needs_product: dict[int, list[int]] = {}
-    for row, (idx, _r, _l) in enumerate(product_rows):
-        needs_product.setdefault(idx, []).append(row)
+    tables, the run's state. ``owners``: the component index of each products.tsv row;
+    ``products_back``: the rows whose product came back."""
+    lost = {owners[r] for r in range(len(owners)) if r not in products_back}  # components missing a product
     with gc_paused(), claim.session() if claim else app.db.session() as s:
         run = get_run(s, remote_id, [RunState.RUN], "poll")
         stage = app.stage(run.stage)
@@ -169,8 +176,7 @@ def apply_results(
                 if res is not None:
                     row.update(exit_code=res.exit, rank=res.rank, host=res.host, t_start=res.start, t_end=res.end)
                     if state == ComponentState.FULL:
-                        needed = needs_product.get(c.idx)
-                        if needed and not products_back.issuperset(needed):
+                        if c.idx in lost:
                             state, fault, message = ComponentState.ERROR, Fault.SYSTEM, "permanent product did not come back"
                         else:
                             assert res.dbinfo is not None
@@ -250,7 +256,7 @@ def poll_run(app: App, run: RemoteRun, t: Transport, claim: Claim | None = None)
         f", exit {view.exit_marker}" if view.exit_marker is not None else ", no exit marker"
     )
     return apply_results(
-        app, run.remote_id, results, products_back, _products(path_base),
+        app, run.remote_id, results, products_back, product_owners(path_base),
         job=job, job_note=note, max_attempts=int(bundle.get("attempts", 2)),
         usage=accounting(read_summary(path_base), int(bundle.get("threads", 1))), claim=claim,
     )  # fmt: skip

@@ -64,17 +64,18 @@ def validate_dbinfo(raw: object, stage: Stage, stage_id: int) -> DbinfoRecord:
     if not isinstance(values, dict):
         raise ValueError("values must be an object")
     columns = table.columns
+    out: dict[str, object] = {}
     for column, value in values.items():
         kind = columns.get(column)
         if kind is None:
             raise ValueError(f"unknown column {column!r} for table {raw['table']!r}")
         t = type(value)  # the common cases decided here (bool is not int by type); the rest by check_value
-        if (t is float and kind is float and math.isfinite(value)) or (t is int and (kind is int or kind is float)):
-            continue
-        problem = check_value(column, kind, value)
-        if problem:
-            raise ValueError(problem)
-    return DbinfoRecord(stage_id=stage_id, table=raw["table"], values=dict(values))
+        if not ((t is float and kind is float and math.isfinite(value)) or (t is int and (kind is int or kind is float))):
+            problem = check_value(column, kind, value)
+            if problem:
+                raise ValueError(problem)
+        out[sys.intern(column)] = value  # a whitelisted name: one str object for every record's key
+    return DbinfoRecord(stage_id=stage_id, table=sys.intern(raw["table"]), values=out)
 
 
 def _number(value: object, what: str, *, allow_none: bool = False) -> float | None:
