@@ -15,7 +15,7 @@ from .bundle.build import remote_tools_dir
 from .config import Config, Site
 from .db.models import RemoteRun
 from .db.session import Database
-from .errors import StateError
+from .errors import LinkDownError, StateError
 from .link import Transport, transport_for
 from .pathmap import PathMap
 from .resources import tools_hash
@@ -39,6 +39,14 @@ class App:
 
     def transport(self, site_name: str) -> Transport:
         return transport_for(site_name, self.site(site_name))
+
+    def live_transport(self, site_name: str) -> Transport:
+        """A transport whose link is up; LinkDownError, naming `link start`, otherwise."""
+        t = self.transport(site_name)
+        if not t.link_up():
+            t.close()
+            raise LinkDownError(f"link to site {site_name} is down: run `scbundle link start {site_name}`")
+        return t
 
     def scheduler(self, site_name: str) -> Scheduler:
         return scheduler_for(site_name, self.site(site_name))

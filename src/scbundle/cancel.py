@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from . import jobs
 from .app import App, get_run, utcnow
 from .db.claims import claim_run
-from .errors import LinkDownError, StateError
+from .errors import StateError
 from .exec import submit_context
 from .poll import Polled, poll_run
 from .states import RunState
@@ -33,10 +33,8 @@ def cancel(app: App, remote_id: int, *, settle_s: float = 20.0) -> Cancelled:
         if run.state == RunState.PENDING or not run.job_id:
             raise StateError(f"remote_id {remote_id} has no submitted job to cancel (state {run.state})")
         s.expunge(run)
-    t = app.transport(run.site)
+    t = app.live_transport(run.site)
     try:
-        if not t.link_up():
-            raise LinkDownError(f"link to site {run.site} is down: run `scbundle link start {run.site}`")
         sched = app.scheduler(run.site)
         ctx = submit_context(app, run)
         jobs.cancel(t, sched, ctx, run.job_id or "")

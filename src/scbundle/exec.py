@@ -213,9 +213,7 @@ def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = Non
                 t = transports.get(mine.site)
                 try:
                     if t is None:
-                        t = transports[mine.site] = app.transport(mine.site)
-                        if not t.link_up():
-                            raise LinkDownError(f"link to site {mine.site} is down: run `scbundle link start {mine.site}`")
+                        t = transports[mine.site] = app.live_transport(mine.site)
                     res = exec_run(app, mine, progress=progress, transport=t)
                 except LinkDownError as err:  # pause this run and every later one on the same site
                     reason = str(err)

@@ -296,9 +296,7 @@ def poll_runs(
                     try:
                         t = transports.get(run.site)
                         if t is None:
-                            t = transports[run.site] = app.transport(run.site)
-                            if not t.link_up():
-                                raise LinkDownError(f"link to site {run.site} is down: run `scbundle link start {run.site}`")
+                            t = transports[run.site] = app.live_transport(run.site)
                         polled = poll_run(app, mine, t, claim)
                     except LinkDownError as err:
                         reason = str(err)

@@ -11,8 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..db.bulk import insert_rows, update_rows
-from ..db.models import ChipResult, Detrend, Exposure, Imfile, RemoteComponent, RemoteRun
+from ..db.models import ChipResult, Detrend, Exposure, Imfile, RemoteRun
 from .base import BuildContext, ComponentSpec, DbinfoRecord, DbinfoTable, MissingInput, Requirement, Stage
+from .common import not_in_a_run
 
 CHIP_COLUMNS: dict[str, type] = {
     "mean": float,
@@ -36,11 +37,7 @@ class ChipStage(Stage):
         self.cost_seconds = cost_seconds
 
     def pending_work(self, session: Session, limit: int | None) -> list[int]:
-        taken = select(RemoteComponent.stage_id).where(RemoteComponent.stage == self.name)
-        q = select(Imfile.imfile_id).where(Imfile.imfile_id.not_in(taken)).order_by(Imfile.imfile_id)
-        if limit is not None:
-            q = q.limit(limit)
-        return list(session.scalars(q))
+        return not_in_a_run(session, self.name, Imfile.imfile_id, limit)
 
     @staticmethod
     def outputs(label: str, data_root: str, exp_name: str, class_id: str) -> tuple[str, str]:

@@ -9,11 +9,21 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from ..db.models import Base
+from ..db.models import Base, RemoteComponent
 from ..errors import ConfigError
 from ..pathmap import PathMap
 
 CHUNK = 5000  # ids per IN (...) clause: under every backend's parameter limit
+
+
+def not_in_a_run(session: Session, stage: str, id_column: Any, limit: int | None) -> list[int]:
+    """Values of ``id_column`` that no component of ``stage`` holds yet, in order: a stage's
+    pending work when every row of its work table is one component."""
+    taken = select(RemoteComponent.stage_id).where(RemoteComponent.stage == stage)
+    q = select(id_column).where(id_column.not_in(taken)).order_by(id_column)
+    if limit is not None:
+        q = q.limit(limit)
+    return list(session.scalars(q))
 
 
 def chunks(ids: Sequence[int]) -> Iterable[list[int]]:

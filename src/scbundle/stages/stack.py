@@ -26,7 +26,7 @@ from .base import (
     Advance, Blocked, BuildContext, BuildFailure, ComponentSpec, DbinfoRecord, DbinfoTable, MissingInput, Requirement,
     Stage, work_outcomes,
 )  # fmt: skip
-from .common import Sizes, chunks, data_root, upsert
+from .common import Sizes, chunks, data_root, not_in_a_run, upsert
 
 STACK_COLUMNS: dict[str, type] = {
     "n_inputs": int,
@@ -91,11 +91,7 @@ class StackStage(Stage):
 
     def pending_work(self, session: Session, limit: int | None) -> list[int]:
         """Queued stacks (rows advance made from full warp runs) in no stack run yet."""
-        taken = select(RemoteComponent.stage_id).where(RemoteComponent.stage == self.name)
-        q = select(Stack.stack_id).where(Stack.stack_id.not_in(taken)).order_by(Stack.stack_id)
-        if limit is not None:
-            q = q.limit(limit)
-        return list(session.scalars(q))
+        return not_in_a_run(session, self.name, Stack.stack_id, limit)
 
     def queue_from(self, session: Session, upstream: RemoteRun) -> Advance:
         if upstream.stage != UPSTREAM:

@@ -25,7 +25,7 @@ from .base import (
     Advance, Blocked, BuildContext, BuildFailure, ComponentSpec, DbinfoRecord, DbinfoTable, MissingInput, Requirement,
     Stage, work_outcomes,
 )  # fmt: skip
-from .common import Sizes, chunks, data_root, fixed, upsert
+from .common import Sizes, chunks, data_root, fixed, not_in_a_run, upsert
 
 WARP_COLUMNS: dict[str, type] = {
     "npix": int,
@@ -91,11 +91,7 @@ class WarpStage(Stage):
 
     def pending_work(self, session: Session, limit: int | None) -> list[int]:
         """Queued warps (rows advance made from full cam runs) in no warp run yet."""
-        taken = select(RemoteComponent.stage_id).where(RemoteComponent.stage == self.name)
-        q = select(Warp.warp_id).where(Warp.warp_id.not_in(taken)).order_by(Warp.warp_id)
-        if limit is not None:
-            q = q.limit(limit)
-        return list(session.scalars(q))
+        return not_in_a_run(session, self.name, Warp.warp_id, limit)
 
     def queue_from(self, session: Session, upstream: RemoteRun) -> Advance:
         if upstream.stage != UPSTREAM:
