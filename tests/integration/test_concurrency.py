@@ -187,6 +187,53 @@ def test_four_processes_define_at_once_share_the_work_without_overlap(env):
     assert env.q("select count(*), count(distinct stage_id), count(distinct remote_id) from remote_component") == [(20, 20, 4)]
 
 
+def test_four_advances_at_once_and_again_queue_the_next_stage_once(env, tmp_path):
+    rids = seed(env, runs=2, per_run=8)  # one exposure (8 chips) a run
+    env.cli("prepare", "chip")
+    env.cli("exec")
+    wait_for_jobs(env, rids)
+    poll_until_done(env, workers=1)
+    assert env.q("select state, count(*) from remote_run group by state") == [("full", 2)]
+
+    # the first advance stops holding the lock (pg_advisory_xact_lock / SQLite's write lock)
+    # after reading the full runs; three more start meanwhile and must wait their turn
+    go = tmp_path / "go"
+    first = env.scbundle("advance", "--json", failpoint=f"advance.examined@{go}")
+    others: list[subprocess.Popen] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not go.with_name("go.reached").exists():
+            assert time.monotonic() < deadline and first.poll() is None, first.communicate(timeout=5)
+            time.sleep(0.05)
+        others = [env.scbundle("advance", "--json") for _ in range(3)]
+        time.sleep(2.0)
+        assert [p.poll() for p in others] == [None, None, None]  # waiting for the lock
+        go.touch()
+        outs = [p.communicate(timeout=120) for p in (first, *others)]
+    finally:
+        for p in (first, *others):
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in (first, *others)] == [0, 0, 0, 0], [err for _, err in outs]
+    reports = [json.loads(out) for out, _ in outs]
+    assert sorted(r["remote_id"] for r in reports[0]["runs"]) == rids
+    assert sorted(d["n_components"] for d in reports[0]["defined"]) == [1, 1]
+    assert [r["runs"] for r in reports[1:]] == [[], [], []]  # the full runs were advanced already
+    assert [r["defined"] for r in reports[1:]] == [[], [], []]
+
+    def cam_rows() -> list[tuple]:
+        return env.q("select count(*), count(distinct stage_id), count(distinct remote_id) from remote_component where stage = 'cam'")
+
+    assert cam_rows() == [(2, 2, 2)]  # each exposure queued once, in one cam run a chip run
+    assert env.q("select count(*) from remote_run where advanced") == [(2,)]
+    # and again, plainly and by re-examining each run: nothing more is queued
+    assert json.loads(env.cli("advance", "--json").stdout)["defined"] == []
+    for rid in rids:
+        assert json.loads(env.cli("advance", "--remote-id", str(rid), "--json").stdout)["defined"] == []
+    assert cam_rows() == [(2, 2, 2)]
+    assert env.q("select count(*) from remote_run") == [(4,)]
+
+
 def test_a_claimed_run_is_left_alone_by_other_processes(env):
     from scbundle.db.claims import claim_run
     from scbundle.db.session import Database
