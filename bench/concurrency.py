@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import tomli_w
 from sqlalchemy import create_engine, text
 
 from scbundle.app import App
@@ -35,25 +36,13 @@ from scbundle.define import define
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 
 
-def toml_value(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
-
-
 class Home:
     def __init__(self, root: Path, url: str, **site: object) -> None:
         self.root, self.url = root, url
         cfg = embedded_default(root / "home")
         cfg["database"] = url
         cfg["sites"]["local"].update(site)
-        (root / "config.toml").write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in cfg.items()))
+        (root / "config.toml").write_text(tomli_w.dumps(cfg))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SCBUNDLE_")}
         self.env.update(SCBUNDLE_HOME=str(root / "home"), SCBUNDLE_CONFIG=str(root / "config.toml"), XDG_CONFIG_HOME=str(root / "xdg"))
 

@@ -17,26 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import tomli_w
 from sqlalchemy import create_engine, text
 
 from conftest import Cli
 from scbundle.config import embedded_default
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-def toml_value(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a TOML basic string
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(v)
 
 
 @dataclass
@@ -53,7 +40,7 @@ class Env:
         cfg = embedded_default(self.cli.home)
         cfg["database"] = self.url
         cfg["sites"]["local"].update(site)
-        self.config_path.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in cfg.items()))
+        self.config_path.write_text(tomli_w.dumps(cfg))
 
     def q(self, sql: str, **params: object) -> list[tuple]:
         engine = create_engine(self.url)
