@@ -19,6 +19,7 @@ import bisect
 import os
 import resource
 import time
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -190,6 +191,13 @@ def use_stage(app: App, stage: ChipStage) -> None:
     stage.threads = settings.threads or stage.threads
     stage.cost_seconds = settings.cost_seconds or stage.cost_seconds
     app.stage = lambda name: stage if name == "chip" else original(name)  # type: ignore[method-assign]
+
+
+def product_owners(path_base: Path) -> array:
+    """The component index of each products.tsv row: what poll's pull_results hands
+    apply_results, read here from the bundle since no pull runs in a bench."""
+    text = (path_base / "products.tsv").read_text()
+    return array("q", (int(line.split("\t", 1)[0]) for line in text.splitlines()))
 
 
 def peak_rss_mib() -> float:

@@ -19,12 +19,12 @@ import random
 import tempfile
 from pathlib import Path
 
-from benchkit import Timer, make_app, peak_rss_mib, seed
+from benchkit import Timer, make_app, peak_rss_mib, product_owners, seed
 from sqlalchemy import func, select, update
 
 from scbundle.db.models import ChipResult, RemoteComponent, RemoteRun
 from scbundle.define import define
-from scbundle.poll import _components_index, apply_results, product_owners
+from scbundle.poll import _components_index, apply_results
 from scbundle.prepare import prepare
 from scbundle.replay import read_results
 from scbundle.schedulers.base import JobState, JobStatus

@@ -21,11 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchkit import CatalogChipStage, Timer, make_app, peak_rss_mib, reset_peak, rss_mib, seed, use_stage
+from benchkit import CatalogChipStage, Timer, make_app, peak_rss_mib, product_owners, reset_peak, rss_mib, seed, use_stage
 from replay import submitted, write_results
 
 from scbundle.define import define
-from scbundle.poll import _components_index, apply_results, product_owners
+from scbundle.poll import _components_index, apply_results
 from scbundle.prepare import prepare
 from scbundle.replay import read_results
 from scbundle.schedulers.base import JobState, JobStatus

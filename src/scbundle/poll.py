@@ -51,12 +51,6 @@ def _products(path_base: Path) -> list[tuple[int, str, str]]:
     return rows
 
 
-def product_owners(path_base: Path) -> array:
-    """The component index of each products.tsv row (what apply_results needs of it)."""
-    text = (path_base / "products.tsv").read_text()
-    return array("q", (int(line.split("\t", 1)[0]) for line in text.splitlines()))
-
-
 def _components_index(path_base: Path) -> dict[int, int]:
     out = {}
     for line in (path_base / "components.tsv").read_text().splitlines():
@@ -65,10 +59,11 @@ def _components_index(path_base: Path) -> dict[int, int]:
     return out
 
 
-def pull_results(app: App, run: RemoteRun, t: Transport) -> tuple[Path, set[int]]:
+def pull_results(app: App, run: RemoteRun, t: Transport) -> tuple[Path, set[int], array]:
     """One pack invocation: job files into path_base/returned, products to their destinations.
 
-    Returns the returned/ directory and the product rows (by products.tsv line) that came back.
+    Returns the returned/ directory, the product rows (by products.tsv line) that came back,
+    and the component index of each products.tsv row (what apply_results needs of the rows).
     """
     site = app.site(run.site)
     ctx = submit_context(app, run)
@@ -98,7 +93,8 @@ def pull_results(app: App, run: RemoteRun, t: Transport) -> tuple[Path, set[int]
     t.stream_out(tool_argv(site.python, ctx.tools_dir, "sc_remote.py", "pack", *remote_roots_args(app, run.site)), consume, input=listing)
     received = got["r"].indices
     n_job = len(job_files)
-    return returned, {i - n_job for i in received if i >= n_job}
+    owners = array("q", (idx for idx, _, _ in products))
+    return returned, {i - n_job for i in received if i >= n_job}, owners
 
 
 def fault_for_missing(job: JobStatus | None) -> Fault:
@@ -168,10 +164,7 @@ def apply_results(
             changes, good_records = [], []
             for c in comps[start : start + REPLAY_CHUNK]:
                 res = results.get(c.idx) if c.idx is not None else None
-                if res is not None and res.good:  # the common case, as classify has it
-                    state, fault, message = ComponentState.FULL, Fault.NONE, None
-                else:
-                    state, fault, message = classify(res, job, max_attempts)
+                state, fault, message = classify(res, job, max_attempts)
                 row: dict = {"id": c.id}
                 if res is not None:
                     row.update(exit_code=res.exit, rank=res.rank, host=res.host, t_start=res.start, t_end=res.end)
@@ -245,7 +238,7 @@ def poll_run(app: App, run: RemoteRun, t: Transport, claim: Claim | None = None)
             r.last_poll = utcnow()
             r.sched_state = job.raw[:64]
         return Polled(run.remote_id, job.state, run.state)
-    returned, products_back = pull_results(app, run, t)
+    returned, products_back, owners = pull_results(app, run, t)
     failpoint("poll.pulled")
     path_base = Path(run.path_base or "")
     stage = app.stage(run.stage)
@@ -256,7 +249,7 @@ def poll_run(app: App, run: RemoteRun, t: Transport, claim: Claim | None = None)
         f", exit {view.exit_marker}" if view.exit_marker is not None else ", no exit marker"
     )
     return apply_results(
-        app, run.remote_id, results, products_back, product_owners(path_base),
+        app, run.remote_id, results, products_back, owners,
         job=job, job_note=note, max_attempts=int(bundle.get("attempts", 2)),
         usage=accounting(read_summary(path_base), int(bundle.get("threads", 1))), claim=claim,
     )  # fmt: skip
