@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..db.bulk import insert_rows, update_rows
 from ..db.models import ChipResult, Detrend, Exposure, Imfile, RemoteRun
 from .base import BuildContext, ComponentSpec, DbinfoRecord, DbinfoTable, MissingInput, Requirement, Stage
-from .common import not_in_a_run
+from .common import data_root_of, not_in_a_run, upsert
 
 CHIP_COLUMNS: dict[str, type] = {
     "mean": float,
@@ -82,6 +81,7 @@ class ChipStage(Stage):
         out: list[ComponentSpec | MissingInput] = []
         tools, py, pm = ctx.tools_dir, ctx.python, ctx.pathmap
         chip_py = f"{tools}/sc_chip.py"
+        root_of = data_root_of(pm)
         for sid in stage_ids:
             row = rows.get(sid)
             if row is None:
@@ -92,8 +92,7 @@ class ChipStage(Stage):
             if missing is not None:
                 out.append(MissingInput(sid, missing))
                 continue
-            data_root = next(r for r in pm.local_roots() if raw.startswith(r.rstrip("/") + "/"))
-            proc_l, stats_l = self.outputs(ctx.label, data_root, exp_name, class_id)
+            proc_l, stats_l = self.outputs(ctx.label, root_of(raw), exp_name, class_id)
             bin_l = self.binned_output(proc_l)
             raw_r, flat_r, proc_r, stats_r, bin_r = (pm.to_remote(p) for p in (raw, flat, proc_l, stats_l, bin_l))
             out.append(
@@ -112,25 +111,18 @@ class ChipStage(Stage):
     def replay(self, session: Session, run: RemoteRun, records: Sequence[DbinfoRecord], ctx: BuildContext) -> None:
         if not records:
             return
-        ids = [r.stage_id for r in records]
-        rows = self._rows(session, ids)
-        existing = set()
-        for start in range(0, len(ids), 5000):  # stay under SQL parameter limits (PostgreSQL: 65535)
-            existing.update(session.scalars(select(ChipResult.imfile_id).where(ChipResult.imfile_id.in_(ids[start : start + 5000]))))
-        new, changed = [], []
-        roots = [(r, r.rstrip("/") + "/") for r in ctx.pathmap.local_roots()]  # once, not once a record
+        rows = self._rows(session, [r.stage_id for r in records])
+        root_of = data_root_of(ctx.pathmap)
+        results = []
         for rec in records:
             _, raw, class_id, _npix, exp_name, _flat = rows[rec.stage_id]
-            data_root = next(r for r, prefix in roots if raw.startswith(prefix))
-            proc_l, stats_l = self.outputs(run.label, data_root, exp_name, class_id)
-            values = {
+            proc_l, stats_l = self.outputs(run.label, root_of(raw), exp_name, class_id)
+            results.append({
                 "imfile_id": rec.stage_id,
                 "remote_id": run.remote_id,
                 "stats_uri": stats_l,
                 "processed_uri": ctx.pathmap.to_remote(proc_l),
                 "binned_uri": self.binned_output(proc_l),
                 **{c: rec.values.get(c) for c in CHIP_COLUMNS},
-            }
-            (changed if rec.stage_id in existing else new).append(values)
-        insert_rows(session, ChipResult.__table__, new)  # one executemany each, straight to the driver
-        update_rows(session, ChipResult.__table__, changed, key="imfile_id")
+            })  # fmt: skip
+        upsert(session, ChipResult, "imfile_id", results)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..db.bulk import insert_rows, update_rows
 from ..db.models import Base, RemoteComponent
 from ..errors import ConfigError
 from ..pathmap import PathMap
@@ -50,12 +51,22 @@ class Sizes:
         return next((p for p in paths if self(p) is None), None)
 
 
+def data_root_of(pm: PathMap) -> Callable[[str], str]:
+    """data_root for many files of one site: the roots ordered and their prefixes made once."""
+    roots = [(r, r.rstrip("/") + "/") for r in sorted(pm.local_roots(), key=len, reverse=True)]
+
+    def find(local: str) -> str:
+        for root, prefix in roots:
+            if local.startswith(prefix):
+                return root
+        raise ConfigError(f"no path rule of the site covers local file {local} (add a [[sites.X.paths]] rule)")
+
+    return find
+
+
 def data_root(pm: PathMap, local: str) -> str:
     """The site's local data root that holds ``local`` (products go under the same root)."""
-    for root in sorted(pm.local_roots(), key=len, reverse=True):
-        if local.startswith(root.rstrip("/") + "/"):
-            return root
-    raise ConfigError(f"no path rule of the site covers local file {local} (add a [[sites.X.paths]] rule)")
+    return data_root_of(pm)(local)
 
 
 def upsert(session: Session, model: type[Base], key: str, rows: list[dict[str, Any]]) -> None:
@@ -68,10 +79,8 @@ def upsert(session: Session, model: type[Base], key: str, rows: list[dict[str, A
         existing.update(session.scalars(select(column).where(column.in_(chunk))))
     new = [r for r in rows if r[key] not in existing]
     changed = [r for r in rows if r[key] in existing]
-    if new:
-        session.execute(insert(model), new)
-    if changed:
-        session.execute(update(model), changed)
+    insert_rows(session, model.__table__, new)  # one executemany (PostgreSQL: COPY) each
+    update_rows(session, model.__table__, changed, key=key)
 
 
 def fixed(x: float) -> str:
