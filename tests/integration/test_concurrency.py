@@ -221,6 +221,28 @@ def test_four_advances_at_once_and_again_queue_the_next_stage_once(env, tmp_path
     assert env.q("select count(*) from remote_run") == [(4,)]
 
 
+def test_the_daemon_carries_a_chip_run_to_stack_and_every_stage_writes_its_results(env):
+    seed(env, runs=1, per_run=8)  # one exposure
+    d = env.scbundle("daemon", "--loop-seconds", "0.3", "--poll-seconds", "0")
+    try:
+        deadline = time.monotonic() + 240
+        while env.q("select count(*) from remote_run where stage = 'stack' and state = 'full'") != [(1,)]:
+            assert time.monotonic() < deadline and d.poll() is None, env.q("select remote_id, stage, state, message from remote_run")
+            time.sleep(0.5)
+    finally:
+        d.terminate()
+        d.communicate(timeout=60)
+    assert env.q("select stage, state from remote_run order by remote_id") == [
+        ("chip", "full"), ("cam", "full"), ("warp", "full"), ("stack", "full")]  # fmt: skip
+    full = dict(env.q("select stage, count(*) from remote_component where state = 'full' group by stage"))
+    assert full["chip"] == 8 and full["cam"] == 1 and full["warp"] >= 1 and full["stack"] >= 1
+    # one result row a full component, in each stage's own table, with its products' paths
+    assert env.q("select count(*), count(processed_uri), count(binned_uri) from chip_result") == [(8, 8, 8)]
+    assert env.q("select count(*), count(mosaic_uri) from cam_result") == [(1, 1)]
+    assert env.q("select count(*), count(image_uri) from warp_result") == [(full["warp"], full["warp"])]
+    assert env.q("select count(*), count(image_uri) from stack_result") == [(full["stack"], full["stack"])]
+
+
 def test_a_claimed_run_is_left_alone_by_other_processes(env):
     from scbundle.db.claims import claim_run
     from scbundle.db.session import Database
