@@ -236,15 +236,3 @@ class BundleDir:
     def discard(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-
-def write_bundle(path_base: Path, files: dict[str, str]) -> None:
-    """Write into a temporary sibling, then swap it in: a crash leaves the old bundle or the new one."""
-    out = BundleDir(path_base)
-    try:
-        for rel, text in files.items():
-            with out.open(rel) as f:
-                f.write(text)
-        out.commit()
-    except BaseException:
-        out.discard()
-        raise
