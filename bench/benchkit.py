@@ -28,8 +28,8 @@ from pathlib import Path
 import psutil
 from sqlalchemy import insert, select
 
-from scbundle.app import App
-from scbundle.config import config_from_dict
+from scbundle.core.app import App
+from scbundle.core.config import config_from_dict
 from scbundle.db.migrate import upgrade
 from scbundle.db.models import Detrend, Exposure, Imfile
 from scbundle.db.session import Database

@@ -28,10 +28,10 @@ from pathlib import Path
 import tomli_w
 from sqlalchemy import create_engine, text
 
-from scbundle.app import App
-from scbundle.config import embedded_default, load_config
+from scbundle.core.app import App
+from scbundle.core.config import embedded_default, load_config
 from scbundle.db.session import Database
-from scbundle.define import define
+from scbundle.steps.define import define
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 

@@ -31,12 +31,12 @@ from slurmkit import start_cluster  # noqa: E402
 import scbundle.bundle.build as build  # noqa: E402
 from scbundle.bundle.allocation import resource_request  # noqa: E402
 from scbundle.bundle.build import BundlePlan, assemble  # noqa: E402
-from scbundle.define import define  # noqa: E402
-from scbundle.exec import exec_runs  # noqa: E402
-from scbundle.poll import poll_runs  # noqa: E402
-from scbundle.prepare import prepare  # noqa: E402
 from scbundle.stages.base import ComponentSpec  # noqa: E402
-from scbundle.status import run_statuses  # noqa: E402
+from scbundle.steps.define import define  # noqa: E402
+from scbundle.steps.exec import exec_runs  # noqa: E402
+from scbundle.steps.poll import poll_runs  # noqa: E402
+from scbundle.steps.prepare import prepare  # noqa: E402
+from scbundle.steps.status import run_statuses  # noqa: E402
 
 LPT = build.deal_by_cost
 

@@ -30,16 +30,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from sitekit import start_site  # noqa: E402
 
-from scbundle.app import App  # noqa: E402
-from scbundle.config import config_from_dict  # noqa: E402
+from scbundle.core.app import App  # noqa: E402
+from scbundle.core.config import config_from_dict  # noqa: E402
+from scbundle.core.resources import tool_argv  # noqa: E402
 from scbundle.db.migrate import upgrade  # noqa: E402
 from scbundle.db.session import Database  # noqa: E402
-from scbundle.define import define  # noqa: E402
 from scbundle.demo import seed_demo  # noqa: E402
-from scbundle.exec import ensure_tools, exec_runs, push_files  # noqa: E402
-from scbundle.resources import tool_argv  # noqa: E402
-from scbundle.link.openssh import OpenSshLink  # noqa: E402
-from scbundle.prepare import prepare  # noqa: E402
+from scbundle.site.link.openssh import OpenSshLink  # noqa: E402
+from scbundle.steps.define import define  # noqa: E402
+from scbundle.steps.exec import ensure_tools, exec_runs, push_files  # noqa: E402
+from scbundle.steps.prepare import prepare  # noqa: E402
 
 
 def make_app(site, home: Path, control: Path) -> App:
@@ -83,8 +83,8 @@ def invocations_per_run(app: App, n: int, label: str) -> dict:
     polls, poll_calls = 0, 0
     while True:
         t = app.transport("mu")
-        from scbundle.poll import poll_run
-        from scbundle.app import get_run
+        from scbundle.core.app import get_run
+        from scbundle.steps.poll import poll_run
 
         with app.db.session() as s:
             run = get_run(s, d.remote_id)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from benchkit import CatalogChipStage, Timer, make_app, peak_rss_mib, rss_mib, seed, use_stage
 
-from scbundle.define import define
-from scbundle.prepare import prepare
+from scbundle.steps.define import define
+from scbundle.steps.prepare import prepare
 
 
 def main() -> None:

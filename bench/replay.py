@@ -22,13 +22,13 @@ from pathlib import Path
 from benchkit import Timer, make_app, peak_rss_mib, product_owners, seed
 from sqlalchemy import func, select, update
 
+from scbundle.core.states import ComponentState, RunState
 from scbundle.db.models import ChipResult, RemoteComponent, RemoteRun
-from scbundle.define import define
-from scbundle.poll import _components_index, apply_results
-from scbundle.prepare import prepare
-from scbundle.replay import read_results
-from scbundle.schedulers.base import JobState, JobStatus
-from scbundle.states import ComponentState, RunState
+from scbundle.site.schedulers.base import JobState, JobStatus
+from scbundle.steps.define import define
+from scbundle.steps.poll import _components_index, apply_results
+from scbundle.steps.prepare import prepare
+from scbundle.steps.replay import read_results
 
 
 def submitted(app, remote_id: int) -> None:

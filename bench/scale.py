@@ -21,14 +21,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchkit import CatalogChipStage, Timer, make_app, peak_rss_mib, product_owners, reset_peak, rss_mib, seed, use_stage
+from benchkit import (
+    CatalogChipStage,
+    Timer,
+    make_app,
+    peak_rss_mib,
+    product_owners,
+    reset_peak,
+    rss_mib,
+    seed,
+    use_stage,
+)
 from replay import submitted, write_results
 
-from scbundle.define import define
-from scbundle.poll import _components_index, apply_results
-from scbundle.prepare import prepare
-from scbundle.replay import read_results
-from scbundle.schedulers.base import JobState, JobStatus
+from scbundle.site.schedulers.base import JobState, JobStatus
+from scbundle.steps.define import define
+from scbundle.steps.poll import _components_index, apply_results
+from scbundle.steps.prepare import prepare
+from scbundle.steps.replay import read_results
 
 
 def one(n: int, one_flat: bool) -> dict:

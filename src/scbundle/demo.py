@@ -18,12 +18,12 @@ from types import ModuleType
 
 from sqlalchemy import func, insert, select
 
-from .app import App
-from .db.models import Detrend, Exposure, Imfile, RemoteRun, Skycell
-from .errors import ScbundleError
-from .geometry import DEMO_TESS, Tessellation, demo_pointing
-from .resources import remote_dir
-from .states import RunState
+from scbundle.core.app import App
+from scbundle.core.errors import ScbundleError
+from scbundle.core.resources import remote_dir
+from scbundle.core.states import RunState
+from scbundle.db.models import Detrend, Exposure, Imfile, RemoteRun, Skycell
+from scbundle.geometry import DEMO_TESS, Tessellation, demo_pointing
 
 FILTERS = ("g", "r", "i", "z")
 CLASS_IDS = tuple(f"xy{n:02d}" for n in range(1, 9))
@@ -144,9 +144,9 @@ def _run(app: App, remote_id: int) -> RemoteRun:
 
 def drive_run(app: App, remote_id: int, *, timeout: float, say: Say, wait: Wait) -> StageRun:
     """prepare -> exec -> poll until the job is back: one run from new to full (or error)."""
-    from .exec import exec_runs
-    from .poll import poll_runs
-    from .prepare import prepare
+    from scbundle.steps.exec import exec_runs
+    from scbundle.steps.poll import poll_runs
+    from scbundle.steps.prepare import prepare
 
     t0 = time.perf_counter()
     stage = _run(app, remote_id).stage
@@ -176,9 +176,9 @@ def drive_run(app: App, remote_id: int, *, timeout: float, say: Say, wait: Wait)
 
 def run_pipeline(app: App, *, images: int, label: str, timeout: float, say: Say, wait: Wait) -> list[StageRun]:
     """Demo data, a chip run of it, and then every run advance defines, until none is left."""
-    from .advance import advance
-    from .define import define
-    from .stages import pipeline
+    from scbundle.stages import pipeline
+    from scbundle.steps.advance import advance
+    from scbundle.steps.define import define
 
     n = seed_demo(app, images)
     say(f"[bold]demo data[/] {n} raw chip images + shared flat fields under {data_root(app)}; "

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import tomli_w
+from conftest import Cli
 from sqlalchemy import create_engine, text
 
-from conftest import Cli
-from scbundle.config import embedded_default
+from scbundle.core.config import embedded_default
 
 BACKENDS = ["sqlite", "postgresql"]
 

@@ -178,11 +178,11 @@ def test_advance_twice_and_two_processes_at_once_queue_once(cli, tmp_path):
 
 
 def test_a_second_component_for_queued_work_is_refused_by_the_database(cli):
-    from scbundle.app import App
-    from scbundle.config import config_from_dict, embedded_default
+    from scbundle.core.app import App
+    from scbundle.core.config import config_from_dict, embedded_default
+    from scbundle.core.errors import DatabaseError
     from scbundle.db.session import Database
-    from scbundle.define import define_in
-    from scbundle.errors import DatabaseError
+    from scbundle.steps.define import define_in
 
     cli("db", "upgrade")
     cli("demo-data", "--images", "8")

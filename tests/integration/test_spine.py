@@ -157,11 +157,11 @@ def test_bad_dbinfo_refused_names_file_and_line_and_changes_nothing(cli):
 
 
 def test_replay_twice_changes_nothing(cli):
-    from scbundle.app import App
-    from scbundle.config import config_from_dict, embedded_default
+    from scbundle.core.app import App
+    from scbundle.core.config import config_from_dict, embedded_default
     from scbundle.db.session import Database
-    from scbundle.poll import _components_index
-    from scbundle.replay import read_results
+    from scbundle.steps.poll import _components_index
+    from scbundle.steps.replay import read_results
 
     rid = setup_run(cli, 6)
     run_to_end(cli, rid)

@@ -129,8 +129,8 @@ def test_a_broken_plugin_is_named_and_breaks_only_its_own_commands(cli, plugins)
 
 
 def test_config_validation_knows_plugin_stages(cli, plugins, monkeypatch):
-    from scbundle.config import config_from_dict, embedded_default
-    from scbundle.errors import ConfigError
+    from scbundle.core.config import config_from_dict, embedded_default
+    from scbundle.core.errors import ConfigError
     from scbundle.stages import STAGES
 
     monkeypatch.syspath_prepend(str(plugins))

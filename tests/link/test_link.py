@@ -189,8 +189,8 @@ def test_switch_user_points_the_link_at_another_users_settings(sshenv):
     sshenv.link_start(user=other)
     rows = json.loads(sshenv.cli("link", "check", "--json").stdout)
     assert rows[0]["user"] == other and rows[0]["up"]
-    from scbundle.config import load_config
-    from scbundle.link import transport_for
+    from scbundle.core.config import load_config
+    from scbundle.site.link import transport_for
 
     cfg = load_config(sshenv.config)
     t = transport_for("mu", cfg.site("mu"))

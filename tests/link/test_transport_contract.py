@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from linkkit import SITE, write_config
 
-from scbundle.config import load_config
-from scbundle.errors import CommandError, HostKeyError
-from scbundle.link import transport_for
-from scbundle.resources import tool_argv
-from scbundle.transfer import extract_returned, write_push_tar
+from scbundle.core.config import load_config
+from scbundle.core.errors import CommandError, HostKeyError
+from scbundle.core.resources import tool_argv
+from scbundle.site.link import transport_for
+from scbundle.site.transfer import extract_returned, write_push_tar
 
 pytestmark = pytest.mark.slow
 
@@ -52,9 +52,9 @@ def test_stdin_round_trip(transport):
 
 
 def test_stream_in_and_out_through_the_remote_tools(transport, sshenv, tmp_path):
-    from scbundle.app import App
+    from scbundle.core.app import App
     from scbundle.db.session import Database
-    from scbundle.exec import ensure_tools
+    from scbundle.steps.exec import ensure_tools
 
     cfg = load_config(sshenv.config)
     app = App(cfg, Database(cfg.database))

@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-
 import time
 
 from test_runner import PY, RUNNER, make_run, pyc, records, runner

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pexpect
 import pytest
-
 from sitekit import TestSite, start_site
 
 

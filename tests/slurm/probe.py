@@ -16,8 +16,8 @@ from pathlib import Path
 from sqlalchemy import Float, Integer, String, delete, insert, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from scbundle.app import App
-from scbundle.config import Config, StageSettings, config_from_dict
+from scbundle.core.app import App
+from scbundle.core.config import Config, StageSettings, config_from_dict
 from scbundle.db.migrate import upgrade
 from scbundle.db.models import RemoteComponent, RemoteRun
 from scbundle.db.session import Database

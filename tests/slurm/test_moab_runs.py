@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from probe import Probe, probe_app
 
-from scbundle.cancel import cancel
-from scbundle.define import define
-from scbundle.exec import exec_runs
-from scbundle.poll import poll_runs
-from scbundle.prepare import prepare
+from scbundle.steps.cancel import cancel
+from scbundle.steps.define import define
+from scbundle.steps.exec import exec_runs
+from scbundle.steps.poll import poll_runs
+from scbundle.steps.prepare import prepare
 
 SHIM = Path(__file__).resolve().parents[1] / "moabshim"
 

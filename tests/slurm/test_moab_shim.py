@@ -18,8 +18,8 @@ from slurmkit import SlurmCluster
 
 from scbundle.bundle.allocation import ResourceRequest
 from scbundle.bundle.build import BundlePlan, assemble
-from scbundle.schedulers.base import JobState, JobStatus, SubmitContext
-from scbundle.schedulers.moab import MoabScheduler
+from scbundle.site.schedulers.base import JobState, JobStatus, SubmitContext
+from scbundle.site.schedulers.moab import MoabScheduler
 from scbundle.stages.base import ComponentSpec
 
 SHIM = Path(__file__).resolve().parents[1] / "moabshim"

@@ -13,15 +13,15 @@ import pytest
 from probe import NASTY, Probe, ProbeResult, probe_app
 from sqlalchemy import select
 
-from scbundle.cancel import cancel
-from scbundle.config import StageSettings
+from scbundle.core.config import StageSettings
 from scbundle.db.models import RemoteComponent, RemoteRun
-from scbundle.define import define
-from scbundle.exec import exec_runs
-from scbundle.poll import poll_runs
-from scbundle.prepare import prepare
-from scbundle.revert import revert
-from scbundle.status import run_statuses
+from scbundle.steps.cancel import cancel
+from scbundle.steps.define import define
+from scbundle.steps.exec import exec_runs
+from scbundle.steps.poll import poll_runs
+from scbundle.steps.prepare import prepare
+from scbundle.steps.revert import revert
+from scbundle.steps.status import run_statuses
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
 

@@ -1,7 +1,7 @@
 import pytest
 
 from scbundle.bundle.allocation import resource_request
-from scbundle.errors import BundleError
+from scbundle.core.errors import BundleError
 
 
 def test_seed_figures_37200_commands():

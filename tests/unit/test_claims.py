@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scbundle.config import ConfigError, config_from_dict, embedded_default, parse_size
+from scbundle.core.config import ConfigError, config_from_dict, embedded_default, parse_size
 from scbundle.db.claims import claim_run, claims_dir
 from scbundle.db.migrate import upgrade
 from scbundle.db.models import RemoteRun

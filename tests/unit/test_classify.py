@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from scbundle.poll import classify
-from scbundle.replay import ComponentResult
-from scbundle.schedulers import JobState, JobStatus
+from scbundle.site.schedulers import JobState, JobStatus
 from scbundle.stages.base import DbinfoRecord
+from scbundle.steps.poll import classify
+from scbundle.steps.replay import ComponentResult
 
 
 def res(exit: int = 0, phase: str = "command", attempts: int = 1, good: bool = True) -> ComponentResult:

@@ -1,7 +1,7 @@
 import pytest
 
-from scbundle.config import config_from_dict, embedded_default, load_config, parse_walltime
-from scbundle.errors import ConfigError
+from scbundle.core.config import config_from_dict, embedded_default, load_config, parse_walltime
+from scbundle.core.errors import ConfigError
 
 
 def test_embedded_default_is_valid(tmp_path):

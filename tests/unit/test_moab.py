@@ -11,9 +11,9 @@ import pytest
 
 from scbundle.bundle.allocation import ResourceRequest
 from scbundle.bundle.build import BundlePlan, assemble
-from scbundle.errors import CommandError
-from scbundle.schedulers.base import JobState, Scheduler, SubmitContext
-from scbundle.schedulers.moab import MoabScheduler, parse_checkjob, parse_duration
+from scbundle.core.errors import CommandError
+from scbundle.site.schedulers.base import JobState, Scheduler, SubmitContext
+from scbundle.site.schedulers.moab import MoabScheduler, parse_checkjob, parse_duration
 from scbundle.stages.base import ComponentSpec
 
 DATA = Path(__file__).parent.parent / "data" / "moab"

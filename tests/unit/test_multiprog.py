@@ -9,7 +9,7 @@ from scbundle.bundle.multiprog import (
     pack_configs,
     srun_quote,
 )
-from scbundle.errors import BundleError
+from scbundle.core.errors import BundleError
 
 
 def test_encode_ids_ranges():

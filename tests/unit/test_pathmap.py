@@ -1,8 +1,8 @@
 import pytest
 
-from scbundle.config import PathRule
-from scbundle.errors import ConfigError
-from scbundle.pathmap import PathMap
+from scbundle.core.config import PathRule
+from scbundle.core.errors import ConfigError
+from scbundle.site.pathmap import PathMap
 
 
 def test_longest_prefix_and_back():

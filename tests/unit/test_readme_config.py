@@ -4,7 +4,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from scbundle.config import config_from_dict
+from scbundle.core.config import config_from_dict
 
 
 def test_readme_toml_example_validates():

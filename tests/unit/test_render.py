@@ -12,7 +12,7 @@ import pytest
 
 from scbundle.bundle.allocation import ResourceRequest
 from scbundle.bundle.build import BundlePlan, assemble
-from scbundle.resources import remote_dir
+from scbundle.core.resources import remote_dir
 from scbundle.stages.base import ComponentSpec, Requirement
 
 DATA = Path(__file__).parent.parent / "data"

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from scbundle.errors import DbinfoError
-from scbundle.replay import read_results
+from scbundle.core.errors import DbinfoError
 from scbundle.stages.chip import ChipStage
+from scbundle.steps.replay import read_results
 
 STAGE = ChipStage()
 COMPONENTS = {0: 101, 1: 102}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from scbundle.errors import CommandError
-from scbundle.schedulers import JobState, SubmitContext
-from scbundle.schedulers.slurm import SlurmScheduler, parse_duration, parse_exit_code
+from scbundle.core.errors import CommandError
+from scbundle.site.schedulers import JobState, SubmitContext
+from scbundle.site.schedulers.slurm import SlurmScheduler, parse_duration, parse_exit_code
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
 S = SlurmScheduler()

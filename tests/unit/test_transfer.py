@@ -4,8 +4,8 @@ import tarfile
 
 import pytest
 
-from scbundle.errors import UnsafeArchiveError
-from scbundle.transfer import SHA_KEY, extract_returned, write_push_tar
+from scbundle.core.errors import UnsafeArchiveError
+from scbundle.site.transfer import SHA_KEY, extract_returned, write_push_tar
 
 
 def tar_of(*members):
@@ -90,8 +90,8 @@ def test_lean_writer_is_read_alike_by_tarfile_gnu_tar_and_the_remote_reader(tmp_
     import importlib.util
     import subprocess
 
-    import scbundle.transfer as tr
-    from scbundle.resources import remote_dir
+    import scbundle.site.transfer as tr
+    from scbundle.core.resources import remote_dir
 
     files = []
     for i, size in enumerate([0, 1, 511, 512, 513, 70000]):

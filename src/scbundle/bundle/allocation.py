@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..errors import BundleError
+from scbundle.core.errors import BundleError
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from ..errors import BundleError
-from ..stages.base import ComponentSpec
-from .allocation import ResourceRequest
-from .multiprog import ConfigPart, deal_by_cost, pack_configs
-from .render import environment, render
+from scbundle.bundle.allocation import ResourceRequest
+from scbundle.bundle.multiprog import ConfigPart, deal_by_cost, pack_configs
+from scbundle.bundle.render import environment, render
+from scbundle.core.errors import BundleError
+from scbundle.stages.base import ComponentSpec
 
 
 def job_name(stage: str, remote_id: int, attempt: int) -> str:

@@ -11,7 +11,7 @@ import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..errors import BundleError
+from scbundle.core.errors import BundleError
 
 MAX_CONFIG_BYTES = 60000
 MAX_LINE_CHARS = 16381  # a line of 16382 characters or more is refused

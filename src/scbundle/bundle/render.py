@@ -7,8 +7,8 @@ from functools import cache
 
 import jinja2
 
-from ..resources import templates_dir
-from .multiprog import srun_quote
+from scbundle.bundle.multiprog import srun_quote
+from scbundle.core.resources import templates_dir
 
 
 @cache

@@ -40,9 +40,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..errors import StateError
-from .models import RemoteRun
-from .session import Database
+from scbundle.core.errors import StateError
+from scbundle.db.models import RemoteRun
+from scbundle.db.session import Database
 
 
 class ClaimBusy(StateError):
@@ -75,7 +75,7 @@ def claim_run(db: Database, remote_id: int, states: Sequence[str], *, site_lock:
 
 def unclaimed(db: Database, remote_id: int, states: Sequence[str], step: str) -> StateError:
     """Why ``claim_run`` gave None: the run's state (StateError), or another process (ClaimBusy)."""
-    from ..app import get_run
+    from scbundle.core.app import get_run
 
     with db.read_session() as s:
         try:

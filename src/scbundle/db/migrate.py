@@ -9,8 +9,8 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from ..errors import DatabaseError
-from .session import Database
+from scbundle.core.errors import DatabaseError
+from scbundle.db.session import Database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -13,9 +13,9 @@ import importlib.metadata as md
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from ..config import Config
-from ..errors import ConfigError
-from .base import Stage
+from scbundle.core.config import Config
+from scbundle.core.errors import ConfigError
+from scbundle.stages.base import Stage
 
 GROUP = "scbundle.stages"
 

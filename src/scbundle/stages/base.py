@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..db.models import Base, RemoteComponent, RemoteRun
-from ..errors import ConfigError, ScbundleError
-from ..pathmap import PathMap
-from ..states import ComponentState, Fault, RunState
+from scbundle.core.errors import ConfigError, ScbundleError
+from scbundle.core.states import ComponentState, Fault, RunState
+from scbundle.db.models import Base, RemoteComponent, RemoteRun
+from scbundle.site.pathmap import PathMap
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,24 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..db.models import CamResult, ChipResult, Exposure, Imfile, RemoteComponent, RemoteRun
-from ..errors import ConfigError
-from ..geometry import MOSAIC_SIZE, chip_origin
-from ..states import ComponentState, Fault
-from .base import (
-    Advance, Blocked, BuildContext, BuildFailure, ComponentSpec, DbinfoRecord, DbinfoTable, MissingInput, Requirement,
-    Stage, work_outcomes,
-)  # fmt: skip
-from .common import Sizes, chunks, data_root, upsert
+from scbundle.core.errors import ConfigError
+from scbundle.core.states import ComponentState, Fault
+from scbundle.db.models import CamResult, ChipResult, Exposure, Imfile, RemoteComponent, RemoteRun
+from scbundle.geometry import MOSAIC_SIZE, chip_origin
+from scbundle.stages.base import (  # fmt: skip
+    Advance,
+    Blocked,
+    BuildContext,
+    BuildFailure,
+    ComponentSpec,
+    DbinfoRecord,
+    DbinfoTable,
+    MissingInput,
+    Requirement,
+    Stage,
+    work_outcomes,
+)
+from scbundle.stages.common import Sizes, chunks, data_root, upsert
 
 CAM_COLUMNS: dict[str, type] = {
     "n_chips": int,

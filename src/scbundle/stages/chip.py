@@ -10,9 +10,17 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..db.models import ChipResult, Detrend, Exposure, Imfile, RemoteRun
-from .base import BuildContext, ComponentSpec, DbinfoRecord, DbinfoTable, MissingInput, Requirement, Stage
-from .common import data_root_of, not_in_a_run, upsert
+from scbundle.db.models import ChipResult, Detrend, Exposure, Imfile, RemoteRun
+from scbundle.stages.base import (
+    BuildContext,
+    ComponentSpec,
+    DbinfoRecord,
+    DbinfoTable,
+    MissingInput,
+    Requirement,
+    Stage,
+)
+from scbundle.stages.common import data_root_of, not_in_a_run, upsert
 
 CHIP_COLUMNS: dict[str, type] = {
     "mean": float,

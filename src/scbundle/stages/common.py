@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..db.bulk import insert_rows, update_rows
-from ..db.models import Base, RemoteComponent
-from ..errors import ConfigError
-from ..pathmap import PathMap
+from scbundle.core.errors import ConfigError
+from scbundle.db.bulk import insert_rows, update_rows
+from scbundle.db.models import Base, RemoteComponent
+from scbundle.site.pathmap import PathMap
 
 CHUNK = 5000  # ids per IN (...) clause: under every backend's parameter limit
 

@@ -19,14 +19,33 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from ..db.models import Exposure, RemoteComponent, RemoteRun, Skycell, Stack, StackInput, StackResult, Warp, WarpResult
-from ..errors import ConfigError
-from ..states import Fault
-from .base import (
-    Advance, Blocked, BuildContext, BuildFailure, ComponentSpec, DbinfoRecord, DbinfoTable, MissingInput, Requirement,
-    Stage, work_outcomes,
-)  # fmt: skip
-from .common import Sizes, chunks, data_root, not_in_a_run, upsert
+from scbundle.core.errors import ConfigError
+from scbundle.core.states import Fault
+from scbundle.db.models import (
+    Exposure,
+    RemoteComponent,
+    RemoteRun,
+    Skycell,
+    Stack,
+    StackInput,
+    StackResult,
+    Warp,
+    WarpResult,
+)
+from scbundle.stages.base import (  # fmt: skip
+    Advance,
+    Blocked,
+    BuildContext,
+    BuildFailure,
+    ComponentSpec,
+    DbinfoRecord,
+    DbinfoTable,
+    MissingInput,
+    Requirement,
+    Stage,
+    work_outcomes,
+)
+from scbundle.stages.common import Sizes, chunks, data_root, not_in_a_run, upsert
 
 STACK_COLUMNS: dict[str, type] = {
     "n_inputs": int,

@@ -17,15 +17,32 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from ..db.models import CamResult, Exposure, RemoteComponent, RemoteRun, Skycell, Warp, WarpResult
-from ..errors import ConfigError
-from ..states import Fault
-from ..geometry import Pointing, SkyCell, overlapping, warp_affine
-from .base import (
-    Advance, Blocked, BuildContext, BuildFailure, ComponentSpec, DbinfoRecord, DbinfoTable, MissingInput, Requirement,
-    Stage, work_outcomes,
-)  # fmt: skip
-from .common import Sizes, chunks, data_root, fixed, not_in_a_run, upsert
+from scbundle.core.errors import ConfigError
+from scbundle.core.states import Fault
+from scbundle.db.models import (
+    CamResult,
+    Exposure,
+    RemoteComponent,
+    RemoteRun,
+    Skycell,
+    Warp,
+    WarpResult,
+)
+from scbundle.geometry import Pointing, SkyCell, overlapping, warp_affine
+from scbundle.stages.base import (  # fmt: skip
+    Advance,
+    Blocked,
+    BuildContext,
+    BuildFailure,
+    ComponentSpec,
+    DbinfoRecord,
+    DbinfoTable,
+    MissingInput,
+    Requirement,
+    Stage,
+    work_outcomes,
+)
+from scbundle.stages.common import Sizes, chunks, data_root, fixed, not_in_a_run, upsert
 
 WARP_COLUMNS: dict[str, type] = {
     "npix": int,

@@ -1,0 +1,306 @@
+"""Configuration: one TOML file naming the database and the sites.
+
+Looked up from ``--config``, then ``$SCBUNDLE_CONFIG``, then the user's config directory;
+with none of them present, the embedded default is used: a ``local`` site and a SQLite
+database under ``$SCBUNDLE_HOME`` (or the user's data directory).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tomllib
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from scbundle.core.errors import ConfigError
+
+_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
+
+
+def parse_walltime(text: str) -> int:
+    """``[D-]HH:MM:SS`` to seconds."""
+    m = _WALLTIME.match(text.strip())
+    if not m:
+        raise ValueError(f"walltime {text!r} is not [D-]HH:MM:SS")
+    days, h, mi, s = (int(g) if g else 0 for g in m.groups())
+    return ((days * 24 + h) * 60 + mi) * 60 + s
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%|[KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value: int | str) -> tuple[float, bool]:
+    """A disk size: bytes (an integer), ``"50G"`` (K, M, G, T: powers of 1024), or ``"10%"`` of
+    the disk. Returns (amount, is_percent): bytes, or the percentage."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"size {value} is negative")
+        return float(value), False
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError(f"size {value!r} is not bytes, a number with K/M/G/T, or a percentage like '10%'")
+    number, unit = float(m.group(1)), m.group(2).upper()
+    if unit == "%":
+        if number > 100:
+            raise ValueError(f"size {value!r} is over 100%")
+        return number, True
+    return number * _UNITS[unit], False
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _absolute_posix(value: str) -> str:
+    value = os.path.expanduser(value)
+    if not PurePosixPath(value).is_absolute():
+        raise ValueError(f"{value!r} must be an absolute path")
+    return str(PurePosixPath(value))
+
+
+class PathRule(_Strict):
+    """Translate a local path prefix to the remote one (and back, for products)."""
+
+    local: str
+    remote: str
+
+    _abs = field_validator("local", "remote")(classmethod(lambda cls, v: _absolute_posix(v)))
+
+
+class SshUser(_Strict):
+    """Another person's ssh settings on the same site (``scbundle link switch-user``)."""
+
+    identity: str | None = None
+    bastion_user: str | None = None
+    bastion_identity: str | None = None
+
+
+class SshSettings(_Strict):
+    """How to reach the front end: OpenSSH (a human-authenticated ControlMaster) or paramiko."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+
+    hosts: Annotated[list[str], Field(min_length=1)]
+    user: str
+    port: Annotated[int, Field(gt=0, lt=65536)] = 22
+    bastion: str | None = None  # DMZ host; the front end is reached through it (ProxyJump)
+    bastion_port: Annotated[int, Field(gt=0, lt=65536)] = 22
+    bastion_user: str | None = None  # default: user
+    identity: str | None = None
+    bastion_identity: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    strict_host_key_checking: bool = True
+    control_dir: str = "~/.scb"
+    connect_timeout: Annotated[int, Field(gt=0)] = 10
+    server_alive_interval: Annotated[int, Field(ge=0)] = 30
+    max_sessions: Annotated[int, Field(gt=0, lt=10)] = 8  # below sshd's MaxSessions (default 10)
+    users: dict[str, SshUser] = Field(default_factory=dict)
+
+    @field_validator("control_dir")
+    @classmethod
+    def _short_control_dir(cls, v: str) -> str:
+        path = os.path.expanduser(v)
+        if len(path) + 1 + 40 > 90:  # ControlPath = <dir>/%C, %C is 40 hex characters
+            raise ValueError(f"{path!r} is too long for a ControlPath socket (Linux refuses about 90+ bytes); use a short directory such as ~/.scb")
+        return path
+
+    @field_validator("known_hosts", "identity", "bastion_identity")
+    @classmethod
+    def _expand(cls, v: str | None) -> str | None:
+        return os.path.expanduser(v) if v else v
+
+
+class Site(_Strict):
+    link: Literal["local", "ssh", "paramiko"] = "local"
+    ssh: SshSettings | None = None
+    scheduler: Literal["local", "slurm", "moab"] = "local"
+    account: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")] | None = None  # #SBATCH --account / #MSUB -A
+    partition: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")] | None = None  # #SBATCH --partition / #MSUB -q
+    remote_root: str
+    permanent_root: str
+    paths: list[PathRule] = Field(default_factory=list)
+    cores_per_node: Annotated[int, Field(gt=0)] = 24
+    max_nodes: Annotated[int, Field(gt=0)] = 1000
+    fill_factor: Annotated[float, Field(gt=0, le=1)] = 0.8
+    max_walltime: str = "12:00:00"
+    python: str = "python3"
+    drop_hours: Annotated[float, Field(gt=0)] = 12.0
+    push_streams: Annotated[int, Field(gt=0, le=8)] = 2  # parallel tar streams for the missing inputs
+    # throttles (the field notes' --nproc, --nprep, --spacelim); unset: no limit
+    max_in_flight: Annotated[int, Field(gt=0)] | None = None  # most runs submitted and not yet back (state run); exec holds more back
+    max_prepared: Annotated[int, Field(gt=0)] | None = None  # most runs prepared ahead for exec (state pending); prepare holds more back
+    min_free_disk: int | str | None = None  # free space kept on the workdir's disk: bytes, "50G", "10%"; prepare holds back below it
+
+    _abs = field_validator("remote_root", "permanent_root")(classmethod(lambda cls, v: _absolute_posix(v)))
+
+    @model_validator(mode="after")
+    def _link_needs_ssh(self) -> Site:
+        if self.link in ("ssh", "paramiko") and self.ssh is None:
+            raise ValueError(f"link = {self.link!r} needs an [sites.<name>.ssh] table (hosts, user, ...)")
+        return self
+
+    @field_validator("min_free_disk")
+    @classmethod
+    def _size(cls, v: int | str | None) -> int | str | None:
+        if v is not None:
+            parse_size(v)
+        return v
+
+    @field_validator("max_walltime")
+    @classmethod
+    def _walltime(cls, v: str) -> str:
+        if parse_walltime(v) <= 0:
+            raise ValueError("max_walltime must be positive")
+        return v
+
+    @property
+    def max_walltime_seconds(self) -> int:
+        return parse_walltime(self.max_walltime)
+
+    @property
+    def roots(self) -> list[str]:
+        return [self.remote_root, self.permanent_root]
+
+
+class StageSettings(_Strict):
+    threads: Annotated[int, Field(gt=0)] | None = None
+    cost_seconds: Annotated[float, Field(gt=0)] | None = None
+    job_policy: Literal["fatal", "ignore"] = "fatal"
+    attempts: Annotated[int, Field(gt=0, le=10)] = 2  # tries of a failing command inside one job
+    command_timeout: Annotated[float, Field(gt=0)] | None = None  # seconds; a command past it is stopped (fault 6)
+    # prepare uses the median measured seconds of the stage's recent components once there
+    # are this many (0: always the configured cost_seconds)
+    measured_cost_min: Annotated[int, Field(ge=0)] = 20
+    # the stage `scbundle advance` queues after this one; unset: the stage's own (chip -> cam ->
+    # warp -> stack); "" ends the pipeline here
+    next_stage: str | None = None
+
+
+class DaemonSettings(_Strict):
+    loop_seconds: Annotated[float, Field(gt=0)] = 60.0  # pause between passes
+    poll_seconds: Annotated[float, Field(ge=0)] = 3600.0  # poll a run only when last_poll is older
+    prepare: bool = True
+    label: str | None = None  # only runs of this label
+
+
+class Config(_Strict):
+    database: str
+    workdir: str
+    default_site: str = "local"
+    sites: dict[str, Site]
+    stages: dict[str, StageSettings] = Field(default_factory=dict)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    source: str = "embedded default"
+
+    _abs = field_validator("workdir")(classmethod(lambda cls, v: _absolute_posix(v)))
+
+    @model_validator(mode="after")
+    def _default_site_exists(self) -> Config:
+        if self.default_site not in self.sites:
+            raise ValueError(f"default_site {self.default_site!r} is not one of the sites: {sorted(self.sites)}")
+        return self
+
+    def site(self, name: str | None = None) -> Site:
+        name = name or self.default_site
+        try:
+            return self.sites[name]
+        except KeyError:
+            raise ConfigError(f"no site named {name!r} in {self.source} (sites: {', '.join(sorted(self.sites))})") from None
+
+    def stage_settings(self, stage: str) -> StageSettings:
+        return self.stages.get(stage, StageSettings())
+
+
+def scbundle_home() -> Path:
+    return Path(os.environ.get("SCBUNDLE_HOME") or platformdirs.user_data_dir("scbundle"))
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir("scbundle")) / "config.toml"
+
+
+def embedded_default(home: Path | None = None) -> dict:
+    """The `local` site on this machine, SQLite, everything under one directory."""
+    home = (home or scbundle_home()).absolute()
+    site_root = home / "site-local"
+    return {
+        "database": f"sqlite:///{home / 'scbundle.db'}",
+        "workdir": str(home / "work"),
+        "default_site": "local",
+        "sites": {
+            "local": {
+                "link": "local",
+                "scheduler": "local",
+                "remote_root": str(site_root / "scratch"),
+                "permanent_root": str(site_root / "permanent"),
+                "paths": [{"local": str(home / "data"), "remote": str(site_root / "scratch" / "data")}],
+                "cores_per_node": max(1, os.cpu_count() or 1),
+                "max_nodes": 1,
+                "fill_factor": 0.8,
+                "max_walltime": "12:00:00",
+                "python": sys.executable or "python3",  # the "remote" side is this machine
+            }
+        },
+        # the demo's chips are 64x64 pixels: ~0.05 s each, one thread; its later stages as small
+        "stages": {
+            "chip": {"threads": 1, "cost_seconds": 0.05},
+            "cam": {"threads": 1, "cost_seconds": 0.1},
+            "warp": {"threads": 1, "cost_seconds": 0.1},
+            "stack": {"threads": 1, "cost_seconds": 0.2},
+        },
+    }
+
+
+def _format_validation(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key {where!r}")
+        elif e["type"] == "missing":
+            parts.append(f"missing key {where!r}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            parts.append(f"{where}: {msg} (got {e.get('input')!r})")
+    return "; ".join(parts)
+
+
+def config_from_dict(data: dict, source: str) -> Config:
+    try:
+        config = Config.model_validate({**data, "source": source})
+    except ValidationError as err:
+        raise ConfigError(f"config {source}: {_format_validation(err)}") from None
+    from scbundle.stages import STAGES  # the stage registry imports this module
+
+    unknown = sorted(set(config.stages) - set(STAGES))
+    if unknown:
+        raise ConfigError(f"config {source}: unknown stage(s) {unknown} under [stages] (known: {sorted(STAGES)})")
+    for name, settings in config.stages.items():
+        if settings.next_stage and settings.next_stage not in STAGES:
+            raise ConfigError(f"config {source}: stages.{name}.next_stage {settings.next_stage!r} is no stage (known: {sorted(STAGES)})")
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Find and validate the configuration (see module docstring for the order)."""
+    explicit = path or os.environ.get("SCBUNDLE_CONFIG")
+    candidate = Path(explicit) if explicit else default_config_path()
+    if not candidate.exists():
+        if explicit:
+            raise ConfigError(f"config file {candidate} does not exist")
+        return config_from_dict(embedded_default(), "embedded default")
+    try:
+        data = tomllib.loads(candidate.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config {candidate}: not valid TOML: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"config {candidate}: cannot read: {err.strerror}") from None
+    if "source" in data:
+        raise ConfigError(f"config {candidate}: unknown key 'source'")
+    return config_from_dict(data, str(candidate))

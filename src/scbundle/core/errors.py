@@ -1,0 +1,91 @@
+"""Errors that carry what an operator needs to act without rerunning anything."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from scbundle.core.states import Fault
+
+
+class ScbundleError(Exception):
+    """An error the command line reports as one line, with a non-zero exit code."""
+
+    fault: Fault = Fault.UNKNOWN
+
+    def __init__(self, message: str, *, remote_id: int | None = None) -> None:
+        super().__init__(message)
+        self.remote_id = remote_id
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.remote_id is not None and "remote_id" not in text:
+            text = f"remote_id {self.remote_id}: {text}"
+        return text
+
+
+class ConfigError(ScbundleError):
+    fault = Fault.CONFIG
+
+
+class DatabaseError(ScbundleError):
+    fault = Fault.SYSTEM
+
+
+class StateError(ScbundleError):
+    """A run is not in the state a step needs (or does not exist)."""
+
+    fault = Fault.CONFIG
+
+
+class BundleError(ScbundleError):
+    fault = Fault.DATA
+
+
+class DbinfoError(ScbundleError):
+    """A returned dbinfo record is refused; names the file and the line."""
+
+    fault = Fault.DATA
+
+
+class UnsafeArchiveError(ScbundleError):
+    """A returned archive or file list points outside the run's destination."""
+
+    fault = Fault.DATA
+
+
+class LinkDownError(ScbundleError):
+    """The link to the site is down (or needs a human to authenticate)."""
+
+    fault = Fault.SYSTEM
+
+
+class HostKeyError(ScbundleError):
+    """The site's host key does not match the known-hosts file: nothing was sent."""
+
+    fault = Fault.CONFIG
+
+
+class CommandError(ScbundleError):
+    """A command (local or over the link) failed: command, exit code, tail of stderr."""
+
+    fault = Fault.SYSTEM
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        returncode: int,
+        stderr: bytes | str = b"",
+        *,
+        remote_id: int | None = None,
+        what: str = "command failed",
+    ) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        if isinstance(stderr, bytes):
+            stderr = stderr.decode("utf-8", "replace")
+        self.stderr_tail = "\n".join(stderr.strip().splitlines()[-5:])
+        message = f"{what}: exit {returncode}: {shlex.join(self.argv)}"
+        if self.stderr_tail:
+            message += f" | stderr: {self.stderr_tail}"
+        super().__init__(message, remote_id=remote_id)

@@ -1,0 +1,356 @@
+"""The OpenSSH link: one human-authenticated ControlMaster per front end, reused by every process.
+
+Pure parts build the ssh client configuration and command lines; ``OpenSshLink`` is the thin
+layer that starts, checks and stops masters; ``OpenSshTransport`` runs every remote operation
+over the master with BatchMode, so nothing ever prompts or hangs when the link is down.
+
+Two generated ssh config files per site and user (no secrets in them): the interactive one,
+used by ``link start`` so the person sees the site's prompts, and the batch one (BatchMode
+yes for the front end and the bastion hop alike: command-line ``-o`` options do not reach a
+ProxyJump host, a config file does).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shlex
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from scbundle.core.config import Site, SshSettings
+from scbundle.core.errors import ConfigError, HostKeyError, LinkDownError, ScbundleError
+from scbundle.site.link.base import ProcessTransport
+
+_SAFE_VALUE = re.compile(r"^[^\s\"'\\#]+$")
+_MASTER_PID = re.compile(r"Master running \(pid=(\d+)\)")
+
+
+@dataclass(frozen=True)
+class UserSettings:
+    user: str
+    identity: str | None
+    bastion_user: str
+    bastion_identity: str | None
+
+
+def user_settings(ssh: SshSettings, user: str | None) -> UserSettings:
+    name = user or ssh.user
+    if name == ssh.user:
+        return UserSettings(name, ssh.identity, ssh.bastion_user or name, ssh.bastion_identity or ssh.identity)
+    extra = ssh.users.get(name)
+    if extra is None:
+        raise ConfigError(f"user {name!r} has no settings: add [sites.<site>.ssh.users.{name}] (known: {', '.join([ssh.user, *ssh.users])})")
+    ident = extra.identity
+    return UserSettings(name, ident, extra.bastion_user or name, extra.bastion_identity or ident)
+
+
+def host_alias(site_name: str, index: int) -> str:
+    return f"scb-{site_name}-{index}"
+
+
+def bastion_alias(site_name: str) -> str:
+    return f"scb-{site_name}-bastion"
+
+
+def _value(key: str, value: object) -> str:
+    text = str(value)
+    if not _SAFE_VALUE.match(text):
+        raise ConfigError(f"ssh setting {key} = {text!r}: spaces, quotes and # cannot go in an ssh config here")
+    return text
+
+
+def render_ssh_config(site_name: str, ssh: SshSettings, user: str | None, *, batch: bool) -> str:
+    """The ssh_config text for one site and user: a Host block per front end (+ the bastion)."""
+    u = user_settings(ssh, user)
+    strict = "yes" if ssh.strict_host_key_checking else "accept-new"
+    common = [
+        ("UserKnownHostsFile", ssh.known_hosts),
+        ("GlobalKnownHostsFile", "/dev/null"),
+        ("StrictHostKeyChecking", strict),
+        ("ConnectTimeout", ssh.connect_timeout),
+        ("ServerAliveInterval", ssh.server_alive_interval),
+        ("ServerAliveCountMax", 3),
+        ("LogLevel", "ERROR"),
+    ]
+    if batch:
+        common.append(("BatchMode", "yes"))
+    lines = [f"# scbundle: site {site_name}, user {u.user}, {'batch' if batch else 'interactive'}; no secrets here", ""]
+    if ssh.bastion:
+        lines.append(f"Host {bastion_alias(site_name)}")
+        opts = [("HostName", ssh.bastion), ("Port", ssh.bastion_port), ("User", u.bastion_user), ("ControlMaster", "no"), ("ControlPath", "none")]
+        if u.bastion_identity:
+            opts += [("IdentityFile", u.bastion_identity), ("IdentitiesOnly", "yes")]
+        lines += [f"  {k} {_value(k, v)}" for k, v in opts + common] + [""]
+    for i, host in enumerate(ssh.hosts):
+        lines.append(f"Host {host_alias(site_name, i)}")
+        opts = [("HostName", host), ("Port", ssh.port), ("User", u.user), ("ControlPath", f"{ssh.control_dir}/%C"), ("ControlMaster", "no")]
+        if ssh.bastion:
+            opts.append(("ProxyJump", bastion_alias(site_name)))
+        if u.identity:
+            opts += [("IdentityFile", u.identity), ("IdentitiesOnly", "yes")]
+        lines += [f"  {k} {_value(k, v)}" for k, v in opts + common] + [""]
+    return "\n".join(lines)
+
+
+def master_start_argv(conf: str, alias: str) -> list[str]:
+    # -f: into the background once authenticated; -N: no command; the master lives until -O exit.
+    # Not ControlPersist: with it, ssh sends the ProxyJump child's stderr to /dev/null, and a
+    # bastion's "Host key verification failed" would never reach the person.
+    return ["ssh", "-F", conf, "-f", "-N", "-o", "ControlMaster=yes", alias]
+
+
+def master_ctl_argv(conf: str, alias: str, op: str) -> list[str]:
+    return ["ssh", "-F", conf, "-O", op, alias]
+
+
+def parse_master_pid(stderr: str) -> int | None:
+    m = _MASTER_PID.search(stderr)
+    return int(m.group(1)) if m else None
+
+
+def remote_command(argv: Sequence[str]) -> str:
+    """One string for the remote login shell; every word quoted, so it arrives as one argument."""
+    return shlex.join(argv)
+
+
+def classify_ssh_failure(site_name: str, returncode: int, stderr: str) -> ScbundleError | None:
+    """ssh exits 255 for its own failures; name the ones an operator acts on differently."""
+    if "Host key verification failed" in stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
+        return HostKeyError(f"site {site_name}: host key verification failed, nothing sent (check the known-hosts file): {_tail(stderr)}")
+    if returncode == 255:
+        return LinkDownError(f"link to site {site_name} is down or needs a person: run `scbundle link start {site_name}` ({_tail(stderr)})")
+    return None
+
+
+def _tail(text: str) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-3:] if line.strip())
+
+
+@dataclass(frozen=True)
+class MasterStatus:
+    site: str
+    host: str
+    alias: str
+    user: str
+    up: bool
+    pid: int | None
+    since: float | None  # epoch seconds
+    age_s: float | None
+    left_s: float | None  # before the site's configured drop
+
+    @property
+    def warn(self) -> bool:
+        return self.up and self.left_s is not None and self.left_s < 3600
+
+
+def _ignore_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+class OpenSshLink:
+    """Masters of one site, their control directory, the active user."""
+
+    def __init__(self, site_name: str, site: Site) -> None:
+        if site.ssh is None:
+            raise ConfigError(f"site {site_name!r} has no ssh settings")
+        self.site_name = site_name
+        self.site = site
+        self.ssh: SshSettings = site.ssh
+        self.dir = Path(self.ssh.control_dir)
+
+    # -- files in the control directory ---------------------------------------------------
+    def ensure_dir(self) -> None:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = self.dir.stat()
+        if st.st_uid != os.geteuid():
+            raise ConfigError(f"control directory {self.dir} belongs to uid {st.st_uid}, not to you")
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(self.dir, 0o700)
+
+    @property
+    def _user_file(self) -> Path:
+        return self.dir / f"{self.site_name}.user"
+
+    def active_user(self) -> str:
+        try:
+            name = self._user_file.read_text().strip()
+        except OSError:
+            return self.ssh.user
+        return name or self.ssh.user
+
+    def switch_user(self, name: str) -> None:
+        user_settings(self.ssh, name)  # refuse an unknown user
+        self.ensure_dir()
+        tmp = self._user_file.with_suffix(".tmp")
+        tmp.write_text(name + "\n")
+        os.replace(tmp, self._user_file)
+        self.write_configs()
+
+    def conf_path(self, *, batch: bool) -> Path:
+        return self.dir / f"{self.site_name}.{self.active_user()}.{'batch' if batch else 'interactive'}.conf"
+
+    def write_configs(self) -> None:
+        self.ensure_dir()
+        user = self.active_user()
+        for batch in (True, False):
+            text = render_ssh_config(self.site_name, self.ssh, user, batch=batch)
+            path = self.conf_path(batch=batch)
+            if not path.exists() or path.read_text() != text:
+                fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".conf.")
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
+                os.replace(tmp, path)
+
+    def _started_file(self, index: int) -> Path:
+        return self.dir / f"{self.site_name}.{index}.{self.active_user()}.started"
+
+    # -- master operations ----------------------------------------------------------------
+    def check_one(self, index: int) -> MasterStatus:
+        self.write_configs()
+        alias = host_alias(self.site_name, index)
+        p = subprocess.run(master_ctl_argv(str(self.conf_path(batch=True)), alias, "check"), capture_output=True, text=True, timeout=30)
+        pid = parse_master_pid(p.stderr) if p.returncode == 0 else None
+        since = None
+        if pid is not None:
+            try:
+                info = json.loads(self._started_file(index).read_text())
+                since = float(info["started"]) if info.get("pid") == pid else None
+            except (OSError, ValueError, KeyError):
+                since = None
+            if since is None:
+                try:
+                    since = psutil.Process(pid).create_time()
+                except psutil.Error:
+                    since = None
+        now = time.time()
+        age = now - since if since is not None else None
+        left = self.site.drop_hours * 3600 - age if age is not None else None
+        return MasterStatus(self.site_name, self.ssh.hosts[index], alias, self.active_user(), pid is not None, pid, since, age, left)
+
+    def check(self) -> list[MasterStatus]:
+        return [self.check_one(i) for i in range(len(self.ssh.hosts))]
+
+    def up_alias(self) -> str | None:
+        for i in range(len(self.ssh.hosts)):
+            if self.check_one(i).up:
+                return host_alias(self.site_name, i)
+        return None
+
+    def start(self, index: int) -> MasterStatus:
+        """Start one master in the foreground: the site's prompts go to the person's terminal
+        (ssh reads them from /dev/tty), then ssh puts the master in the background."""
+        status = self.check_one(index)
+        if status.up:
+            return status
+        alias = host_alias(self.site_name, index)
+        self._remove_stale_socket(alias)
+        with tempfile.TemporaryFile(dir=self.dir) as errf:
+            # SIGHUP ignored (like nohup), inherited by the ProxyJump `ssh -W` child that stays in
+            # this terminal's session: closing the terminal must not cut the master's connection
+            p = subprocess.run(
+                master_start_argv(str(self.conf_path(batch=False)), alias),
+                stderr=errf,
+                stdin=None if sys.stdin.isatty() else subprocess.DEVNULL,
+                preexec_fn=_ignore_sighup,
+            )
+            errf.seek(0)
+            err = errf.read().decode("utf-8", "replace")
+        if err.strip():
+            sys.stderr.write(err)
+        if p.returncode != 0:
+            raise classify_ssh_failure(self.site_name, 255, err) or LinkDownError(f"link start for {alias} failed: {_tail(err)}")
+        status = self.check_one(index)
+        if not status.up or status.pid is None:
+            raise LinkDownError(f"ssh returned but no master answers for {alias}: {_tail(err)}")
+        started = {"pid": status.pid, "started": time.time(), "user": self.active_user(), "host": self.ssh.hosts[index]}
+        self._started_file(index).write_text(json.dumps(started))
+        return self.check_one(index)
+
+    def socket_path(self, alias: str) -> Path | None:
+        """The ControlPath ssh will use for ``alias`` (``ssh -G`` expands %C)."""
+        p = subprocess.run(["ssh", "-G", "-F", str(self.conf_path(batch=True)), alias], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        for line in p.stdout.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "controlpath" and value and value != "none":
+                return Path(value)
+        return None
+
+    def _remove_stale_socket(self, alias: str) -> None:
+        """A master killed hard leaves its socket; a new master would refuse to replace it."""
+        path = self.socket_path(alias)
+        if path is not None and path.is_socket() and path.parent == self.dir:
+            path.unlink()
+
+    def stop(self) -> list[MasterStatus]:
+        out = []
+        for i in range(len(self.ssh.hosts)):
+            alias = host_alias(self.site_name, i)
+            if self.check_one(i).up:
+                subprocess.run(master_ctl_argv(str(self.conf_path(batch=True)), alias, "exit"), capture_output=True, timeout=30)
+            self._started_file(i).unlink(missing_ok=True)
+            out.append(self.check_one(i))
+        return out
+
+    # -- a cross-process cap on sessions over the master ----------------------------------
+    @contextmanager
+    def session_slot(self, timeout: float = 600.0) -> Iterator[int]:
+        """Hold one of ``max_sessions`` slots (flock'ed files shared by every scbundle process):
+        past sshd's MaxSessions, ssh would silently open a new connection needing the OTP."""
+        self.ensure_dir()
+        deadline = time.monotonic() + timeout
+        while True:
+            for n in range(self.ssh.max_sessions):
+                fd = os.open(self.dir / f"{self.site_name}.slot.{n}", os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                try:
+                    yield n
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    os.close(fd)
+                return
+            if time.monotonic() > deadline:
+                raise LinkDownError(f"no free session slot on the link to {self.site_name} after {timeout:g} s")
+            time.sleep(0.05)
+
+
+class OpenSshTransport(ProcessTransport):
+    """Every operation rides the master: ControlMaster=no (never become one), BatchMode=yes."""
+
+    def __init__(self, site_name: str, site: Site) -> None:
+        super().__init__(site_name)
+        self.link = OpenSshLink(site_name, site)
+        self._alias: str | None = None
+
+    def link_up(self) -> bool:
+        self._alias = self.link.up_alias()
+        return self._alias is not None
+
+    def _command(self, argv: Sequence[str]) -> list[str]:
+        alias = self._alias or host_alias(self.site_name, 0)
+        self.link.write_configs()
+        return ["ssh", "-F", str(self.link.conf_path(batch=True)), "-T", alias, remote_command(argv)]
+
+    def _slot(self):  # type: ignore[override]
+        return self.link.session_slot()
+
+    def _classify(self, argv: Sequence[str], returncode: int, stderr: bytes) -> Exception:
+        err = stderr.decode("utf-8", "replace")
+        known = classify_ssh_failure(self.site_name, returncode, err)
+        return known or super()._classify(argv, returncode, stderr)

@@ -1,0 +1,256 @@
+"""exec: ship a pending run's bundle, push only the missing inputs, submit. pending -> run.
+
+Each step is idempotent, so exec can be re-run after a crash at any point: the bundle and
+inputs are re-sent only where absent, and the job is submitted under a deterministic name
+that the scheduler (or the local job registry) answers with the job already submitted.
+Costs a fixed number of link invocations per run, whatever the number of components.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from sqlalchemy import update
+
+from scbundle.bundle.build import remote_run_dir
+from scbundle.core.app import App, select_runs
+from scbundle.core.errors import CommandError, LinkDownError, ScbundleError
+from scbundle.core.failpoints import failpoint
+from scbundle.core.resources import remote_dir, remote_files, tool_argv
+from scbundle.core.states import ComponentState, Fault, RunState
+from scbundle.db.claims import claim_run, unclaimed
+from scbundle.db.models import RemoteComponent, RemoteRun
+from scbundle.ops.throttle import exec_hold
+from scbundle.site import jobs
+from scbundle.site.link import Transport
+from scbundle.site.schedulers.base import SubmitContext
+from scbundle.site.transfer import write_push_tar, write_text_tar
+
+
+class BundleMissing(ScbundleError):
+    """The prepared bundle is gone from the workdir: nothing was sent, the run stays pending
+    (with this fault) until `scbundle prepare` builds it again."""
+
+    fault = Fault.SYSTEM
+
+
+@dataclass(frozen=True)
+class Executed:
+    remote_id: int
+    job_id: str | None
+    pushed_files: int
+    pushed_bytes: int
+    invocations: int
+    error: str | None = None
+
+
+def submit_context(app: App, run: RemoteRun) -> SubmitContext:
+    site = app.site(run.site)
+    run_dir = remote_run_dir(site.permanent_root, run.stage, run.remote_id, run.attempt)
+    return SubmitContext(
+        job_name=run.job_name or "",
+        run_dir=run_dir,
+        script=f"{run_dir}/job.sh",
+        tools_dir=app.tools_dir(run.site),
+        python=site.python,
+        registry=f"{site.permanent_root.rstrip('/')}/jobs",
+        account=site.account,
+        partition=site.partition,
+    )
+
+
+def remote_roots_args(app: App, site_name: str) -> list[str]:
+    args: list[str] = []
+    for root in app.site(site_name).roots:
+        args += ["--root", root]
+    return args
+
+
+def ensure_tools(app: App, t: Transport, site_name: str) -> None:
+    """Ship remote/ to its content-addressed directory once; a partial copy never counts."""
+    tools = app.tools_dir(site_name)
+    if t.run(["test", "-f", f"{tools}/.complete"], check=False).returncode == 0:
+        return
+    parent = tools.rsplit("/", 1)[0]
+    script = (
+        f"set -e; mkdir -p {shlex.quote(parent)}; tmp=$(mktemp -d {shlex.quote(parent)}/.incoming.XXXXXX); "
+        f'tar -x -f - -C "$tmp"; chmod +x "$tmp/bin/"* 2>/dev/null || true; touch "$tmp/.complete"; '
+        f'mv -T "$tmp" {shlex.quote(tools)} 2>/dev/null || rm -rf "$tmp"'
+    )
+    root = remote_dir()
+    files = {str(p.relative_to(root)): p.read_bytes() for p in remote_files()}
+    t.stream_in(["sh", "-c", script], lambda out: write_text_tar(out, files))
+
+
+def split_by_size(files: list[tuple[str, str]], sizes: dict[str, int], k: int) -> list[list[tuple[str, str]]]:
+    """Deal files to ``k`` streams, largest first, so the streams carry similar byte counts."""
+    groups: list[list[tuple[str, str]]] = [[] for _ in range(max(1, min(k, len(files))))]
+    loads = [0] * len(groups)
+    for pair in sorted(files, key=lambda p: -sizes.get(p[1], 0)):
+        i = loads.index(min(loads))
+        groups[i].append(pair)
+        loads[i] += sizes.get(pair[1], 0)
+    return groups
+
+
+def push_files(t: Transport, argv: list[str], files: list[tuple[str, str]], *, streams: int, on_file=None) -> None:
+    """A few tar streams in parallel over the link, each into the remote unpacker."""
+    sizes = {remote: os.stat(local).st_size for local, remote in files}
+    groups = split_by_size(files, sizes, streams)
+    if len(groups) == 1:
+        t.stream_in(argv, lambda out: write_push_tar(out, groups[0], on_file=on_file))
+        return
+    with ThreadPoolExecutor(len(groups)) as pool:
+        futures = [pool.submit(t.stream_in, argv, lambda out, g=g: write_push_tar(out, g, on_file=on_file)) for g in groups]
+        errors = [f.exception() for f in futures]
+    for err in errors:  # a dropped link outranks any other failure: the run must go to auth
+        if isinstance(err, LinkDownError):
+            raise err
+    for err in errors:
+        if err is not None:
+            raise err
+
+
+def _read_requirements(path_base: Path) -> list[tuple[str, str, int]]:
+    rows = []
+    for line in (path_base / "requirements.tsv").read_text().splitlines():
+        local, remote, size = line.split("\t")
+        rows.append((local, remote, int(size)))
+    return rows
+
+
+def _bundle_files(path_base: Path, run_dir: str) -> dict[str, bytes]:
+    return {
+        f"{run_dir}/{p.relative_to(path_base)}": p.read_bytes()
+        for p in sorted(path_base.rglob("*"))
+        if p.is_file() and not p.relative_to(path_base).parts[0] == "returned"
+    }
+
+
+def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Transport | None = None) -> Executed:
+    t = transport or app.transport(run.site)
+    before = t.invocations
+    sched = app.scheduler(run.site)
+    site = app.site(run.site)
+    ctx = submit_context(app, run)
+    py, tools, roots = site.python, ctx.tools_dir, remote_roots_args(app, run.site)
+    path_base = Path(run.path_base or "")
+    if not (path_base / "bundle.json").is_file():
+        raise BundleMissing(f"bundle {path_base} is missing: run `scbundle prepare {run.stage} --remote-id {run.remote_id}` again", remote_id=run.remote_id)
+
+    ensure_tools(app, t, run.site)
+    t.stream_in(tool_argv(py, tools, "sc_remote.py", "unpack", *roots), lambda out: write_text_tar(out, _bundle_files(path_base, ctx.run_dir)))
+    reqs = _read_requirements(path_base)
+    listing = "".join(f"{remote}\t{size}\n" for _, remote, size in reqs).encode()
+    missing_out = t.run(tool_argv(py, tools, "sc_remote.py", "missing", *roots), input=listing).text
+    wanted = {line.split("\t")[0] for line in missing_out.splitlines() if line}
+    to_push = [(local, remote) for local, remote, _ in reqs if remote in wanted]
+    nbytes = sum(size for _, remote, size in reqs if remote in wanted)
+    if to_push:
+        argv = tool_argv(py, tools, "sc_remote.py", "unpack", *roots)
+        show = progress and app.console.is_terminal
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=app.console, transient=True, disable=not show) as bar:  # fmt: skip
+            task = bar.add_task(f"push {len(to_push)} files", total=nbytes)
+            push_files(t, argv, to_push, streams=site.push_streams, on_file=lambda n: bar.advance(task, n))
+    failpoint("exec.pushed")
+    job_id = jobs.submit(t, sched, ctx).job_id
+    failpoint("exec.submitted")
+    return Executed(run.remote_id, job_id, len(to_push), nbytes, t.invocations - before)
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What one exec or poll pass did: per-run results, runs paused for auth, or why it skipped."""
+
+    results: list
+    auth: list[int]
+    auth_reason: str | None = None
+    skipped: str | None = None
+    held: list[str] = field(default_factory=list)  # throttles that held runs back, runs another process had
+
+
+def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = None, progress: bool = True) -> StepReport:
+    from scbundle.ops.auth import mark_auth, mark_auth_in
+    from scbundle.ops.tasks import in_flight, is_enabled
+
+    if not is_enabled(app, "exec"):
+        return StepReport([], [], skipped="exec is switched off (`scbundle tasks on exec`)")
+    with in_flight(app, "exec"):
+        with app.db.read_session() as s:
+            runs = select_runs(s, [RunState.PENDING], remote_id, label, "exec")
+        if remote_id is None:  # a run the scheduler refused waits for the operator: `exec --remote-id N`
+            runs = [r for r in runs if not r.fault]
+        results: list[Executed] = []
+        paused: list[int] = []
+        reason = None
+        transports: dict[str, Transport] = {}
+        held: list[str] = []
+        done_sites: set[str] = set()  # link down, or throttled: the site's later runs wait
+        for n, run in enumerate(runs):
+            if run.site in done_sites:
+                continue
+            site_lock = f"exec:{run.site}" if app.site(run.site).max_in_flight is not None else None
+            with claim_run(app.db, run.remote_id, [RunState.PENDING], site_lock=site_lock) as claim:
+                if claim is None:  # another process has it, or it moved on meanwhile
+                    if remote_id is not None:
+                        held.append(str(unclaimed(app.db, run.remote_id, [RunState.PENDING], "exec")))
+                    continue
+                mine = claim.run  # as read under the claim
+                if mine.fault and remote_id is None:
+                    continue
+                with claim.session() as s:
+                    why = exec_hold(app, s, mine.site)
+                if why:
+                    held.append(why)
+                    done_sites.add(mine.site)
+                    continue
+                t = transports.get(mine.site)
+                try:
+                    if t is None:
+                        t = transports[mine.site] = app.live_transport(mine.site)
+                    res = exec_run(app, mine, progress=progress, transport=t)
+                except LinkDownError as err:  # pause this run and every later one on the same site
+                    reason = str(err)
+                    with claim.session() as s:
+                        paused += mark_auth_in(s, [mine.remote_id], f"exec: {err}")
+                    paused += mark_auth(app, [r.remote_id for r in runs[n + 1 :] if r.site == run.site], f"exec: {err}")
+                    done_sites.add(mine.site)
+                    continue
+                except (jobs.SubmitRefused, BundleMissing) as err:  # nothing was queued: the run stays pending, with the fault
+                    with claim.session() as s:
+                        r = s.get(RemoteRun, run.remote_id)
+                        assert r is not None
+                        if r.state == RunState.PENDING:
+                            r.fault, r.message = int(err.fault), f"exec: {err}"[:2000]
+                    results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err)))
+                    continue
+                except (CommandError, ScbundleError, OSError) as err:
+                    with claim.session() as s:
+                        r = s.get(RemoteRun, run.remote_id)
+                        assert r is not None
+                        if r.state == RunState.PENDING:
+                            r.state, r.prev_state = RunState.ERROR, RunState.PENDING
+                            r.fault = int(getattr(err, "fault", Fault.SYSTEM))
+                            r.message = f"exec: {err}"[:2000]
+                    results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err)))
+                    continue
+                with claim.session() as s:
+                    r = s.get(RemoteRun, run.remote_id)
+                    assert r is not None
+                    if r.state == RunState.PENDING:
+                        r.state, r.job_id, r.fault, r.message = RunState.RUN, res.job_id, 0, None
+                        s.execute(
+                            update(RemoteComponent)
+                            .where(RemoteComponent.remote_id == run.remote_id, RemoteComponent.state == ComponentState.PENDING)
+                            .values(state=ComponentState.RUN, attempts=RemoteComponent.attempts + 1)
+                        )
+            results.append(res)
+        for t in transports.values():
+            t.close()
+        return StepReport(results, paused, reason, held=held)
