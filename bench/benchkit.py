@@ -35,6 +35,7 @@ from scbundle.db.models import Detrend, Exposure, Imfile
 from scbundle.db.session import Database
 from scbundle.stages.base import BuildContext, ComponentSpec, MissingInput, Requirement
 from scbundle.stages.chip import ChipStage
+from scbundle.stages.registry import STAGES
 
 CLASS_IDS = [f"xy{n:02d}" for n in range(60)]  # 60 chips an exposure, as GPC1's OTAs
 FILTERS = ["g", "r", "i", "z", "y"]
@@ -185,12 +186,8 @@ class CatalogChipStage(ChipStage):
 
 
 def use_stage(app: App, stage: ChipStage) -> None:
-    """Make ``app.stage("chip")`` answer ``stage`` (the bench's variant)."""
-    original = app.stage
-    settings = app.config.stage_settings("chip")
-    stage.threads = settings.threads or stage.threads
-    stage.cost_seconds = settings.cost_seconds or stage.cost_seconds
-    app.stage = lambda name: stage if name == "chip" else original(name)  # type: ignore[method-assign]
+    """Make the stage registry answer ``stage`` (the bench's variant) for "chip" in this process."""
+    STAGES.use("chip", lambda: stage)
 
 
 def product_owners(path_base: Path) -> array:

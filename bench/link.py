@@ -32,13 +32,15 @@ from sitekit import start_site  # noqa: E402
 
 from scbundle.core.app import App  # noqa: E402
 from scbundle.core.config import config_from_dict  # noqa: E402
-from scbundle.core.resources import tool_argv  # noqa: E402
 from scbundle.db.migrate import upgrade  # noqa: E402
 from scbundle.db.session import Database  # noqa: E402
 from scbundle.demo import seed_demo  # noqa: E402
+from scbundle.site.layout import tool_argv, tools_dir  # noqa: E402
+from scbundle.site.link import transport_for  # noqa: E402
 from scbundle.site.link.openssh import OpenSshLink  # noqa: E402
+from scbundle.site.tools import ensure_tools  # noqa: E402
 from scbundle.steps.define import define  # noqa: E402
-from scbundle.steps.exec import ensure_tools, exec_runs, push_files  # noqa: E402
+from scbundle.steps.exec import exec_runs, push_files  # noqa: E402
 from scbundle.steps.prepare import prepare  # noqa: E402
 
 
@@ -82,9 +84,9 @@ def invocations_per_run(app: App, n: int, label: str) -> dict:
     exec_calls = rep.results[0].invocations
     polls, poll_calls = 0, 0
     while True:
-        t = app.transport("mu")
-        from scbundle.core.app import get_run
-        from scbundle.steps.poll import poll_run
+        t = transport_for("mu", app.site("mu"))
+        from scbundle.db.runs import get_run
+        from scbundle.steps.collect import poll_run
 
         with app.db.session() as s:
             run = get_run(s, d.remote_id)
@@ -140,10 +142,10 @@ def push_figures(app: App, site, nfiles: int, scp_files: int, tmp: Path, streams
     # (b) tar c | ssh tar x and (c) scbundle's push (a checksummed pax stream into
     # remote/sc_remote.py unpack, through the transport), alternated over a few rounds: the
     # disk's writeback makes single timings noisy here, so medians are reported
-    t = app.transport("mu")
+    t = transport_for("mu", app.site("mu"))
     assert t.link_up()
-    ensure_tools(app, t, "mu")
-    tools, py = app.tools_dir("mu"), app.site("mu").python
+    ensure_tools(t, app.site("mu"))
+    tools, py = tools_dir(app.site("mu")), app.site("mu").python
     n_streams = streams or app.site("mu").push_streams
     tb, tc = [], []
     for _ in range(rounds):

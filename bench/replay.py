@@ -25,8 +25,9 @@ from sqlalchemy import func, select, update
 from scbundle.core.states import ComponentState, RunState
 from scbundle.db.models import ChipResult, RemoteComponent, RemoteRun
 from scbundle.site.schedulers.base import JobState, JobStatus
+from scbundle.stages.registry import get_stage
+from scbundle.steps.collect import _components_index, apply_results
 from scbundle.steps.define import define
-from scbundle.steps.poll import _components_index, apply_results
 from scbundle.steps.prepare import prepare
 from scbundle.steps.replay import read_results
 
@@ -94,7 +95,7 @@ def main() -> None:
         if prof:
             prof.enable()
         clock = Timer()
-        results = read_results(files, app.stage("chip"), _components_index(base))
+        results = read_results(files, get_stage("chip", app.config), _components_index(base))
         t_read = clock.lap()
         owners = product_owners(base)
         job = JobStatus("4242", "scb-chip", JobState.COMPLETED, 0, "COMPLETED")

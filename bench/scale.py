@@ -35,8 +35,9 @@ from benchkit import (
 from replay import submitted, write_results
 
 from scbundle.site.schedulers.base import JobState, JobStatus
+from scbundle.stages.registry import get_stage
+from scbundle.steps.collect import _components_index, apply_results
 from scbundle.steps.define import define
-from scbundle.steps.poll import _components_index, apply_results
 from scbundle.steps.prepare import prepare
 from scbundle.steps.replay import read_results
 
@@ -70,7 +71,7 @@ def one(n: int, one_flat: bool) -> dict:
         clock.lap()
         peaks.append(peak_rss_mib())
         reset_peak()
-        results = read_results(files, app.stage("chip"), _components_index(path_base))
+        results = read_results(files, get_stage("chip", app.config), _components_index(path_base))
         owners = product_owners(path_base)
         job = JobStatus("4242", "scb-chip", JobState.COMPLETED, 0, "COMPLETED")
         polled = apply_results(app, d.remote_id, results, set(range(len(owners))), owners, job=job, job_note="scale")

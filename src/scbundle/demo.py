@@ -176,7 +176,7 @@ def drive_run(app: App, remote_id: int, *, timeout: float, say: Say, wait: Wait)
 
 def run_pipeline(app: App, *, images: int, label: str, timeout: float, say: Say, wait: Wait) -> list[StageRun]:
     """Demo data, a chip run of it, and then every run advance defines, until none is left."""
-    from scbundle.stages import pipeline
+    from scbundle.stages.registry import pipeline
     from scbundle.steps.advance import advance
     from scbundle.steps.define import define
 

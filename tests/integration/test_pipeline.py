@@ -181,18 +181,18 @@ def test_a_second_component_for_queued_work_is_refused_by_the_database(cli):
     from scbundle.core.app import App
     from scbundle.core.config import config_from_dict, embedded_default
     from scbundle.core.errors import DatabaseError
+    from scbundle.db.runs import new_run
     from scbundle.db.session import Database
-    from scbundle.steps.define import define_in
 
     cli("db", "upgrade")
     cli("demo-data", "--images", "8")
     cfg = config_from_dict(embedded_default(cli.home), "test")
     app = App(cfg, Database(cfg.database))
     with app.db.session() as s:
-        define_in(s, stage="cam", label="x", site="local", job_policy="fatal", stage_ids=[1])
+        new_run(s, stage="cam", label="x", site="local", job_policy="fatal", stage_ids=[1])
     with pytest.raises(DatabaseError, match="UNIQUE"):
         with app.db.session() as s:
-            define_in(s, stage="cam", label="x", site="local", job_policy="fatal", stage_ids=[1])
+            new_run(s, stage="cam", label="x", site="local", job_policy="fatal", stage_ids=[1])
     assert q(cli, "select count(*) from remote_run") == [(1,)]  # the second run rolled back with it
 
 

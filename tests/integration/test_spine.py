@@ -160,7 +160,9 @@ def test_replay_twice_changes_nothing(cli):
     from scbundle.core.app import App
     from scbundle.core.config import config_from_dict, embedded_default
     from scbundle.db.session import Database
-    from scbundle.steps.poll import _components_index
+    from scbundle.stages.registry import get_stage
+    from scbundle.steps.collect import _components_index
+    from scbundle.steps.common import build_context
     from scbundle.steps.replay import read_results
 
     rid = setup_run(cli, 6)
@@ -169,12 +171,12 @@ def test_replay_twice_changes_nothing(cli):
     cfg = config_from_dict(embedded_default(cli.home), "test")
     app = App(cfg, Database(cfg.database))
     path_base = Path(q(cli, "select path_base from remote_run")[0][0])
-    results = read_results(sorted((path_base / "returned" / "results").glob("*.jsonl")), app.stage("chip"), _components_index(path_base))
+    results = read_results(sorted((path_base / "returned" / "results").glob("*.jsonl")), get_stage("chip", app.config), _components_index(path_base))
     with app.db.session() as s:
         from scbundle.db.models import RemoteRun
 
         run = s.get(RemoteRun, rid)
-        app.stage("chip").replay(s, run, [r.dbinfo for r in results.values()], app.build_context(run))
+        get_stage("chip", app.config).replay(s, run, [r.dbinfo for r in results.values()], build_context(app, run))
     assert snapshot(cli) == before
     p = cli("poll", "--remote-id", str(rid), check=False)
     assert p.returncode == 1 and "state 'full'" in p.stderr

@@ -131,16 +131,16 @@ def test_a_broken_plugin_is_named_and_breaks_only_its_own_commands(cli, plugins)
 def test_config_validation_knows_plugin_stages(cli, plugins, monkeypatch):
     from scbundle.core.config import config_from_dict, embedded_default
     from scbundle.core.errors import ConfigError
-    from scbundle.stages import STAGES
+    from scbundle.stages.registry import STAGES, check_config
 
     monkeypatch.syspath_prepend(str(plugins))
     STAGES.refresh()
     try:
         data = embedded_default(cli.home)
-        cfg = config_from_dict({**data, "stages": {"rawsum": {"threads": 2}, "chip": {"next_stage": "rawsum"}}}, "t")
+        cfg = check_config(config_from_dict({**data, "stages": {"rawsum": {"threads": 2}, "chip": {"next_stage": "rawsum"}}}, "t"))
         assert cfg.stage_settings("rawsum").threads == 2
         with pytest.raises(ConfigError, match=r"unknown stage\(s\) \['rawsam'\].*rawsum"):
-            config_from_dict({**data, "stages": {"rawsam": {}}}, "t")
+            check_config(config_from_dict({**data, "stages": {"rawsam": {}}}, "t"))
     finally:
         monkeypatch.undo()
         STAGES.refresh()

@@ -12,7 +12,7 @@ from linkkit import SITE, write_config
 
 from scbundle.core.config import load_config
 from scbundle.core.errors import CommandError, HostKeyError
-from scbundle.core.resources import tool_argv
+from scbundle.site.layout import tool_argv, tools_dir
 from scbundle.site.link import transport_for
 from scbundle.site.transfer import extract_returned, write_push_tar
 
@@ -52,14 +52,11 @@ def test_stdin_round_trip(transport):
 
 
 def test_stream_in_and_out_through_the_remote_tools(transport, sshenv, tmp_path):
-    from scbundle.core.app import App
-    from scbundle.db.session import Database
-    from scbundle.steps.exec import ensure_tools
+    from scbundle.site.tools import ensure_tools
 
     cfg = load_config(sshenv.config)
-    app = App(cfg, Database(cfg.database))
-    ensure_tools(app, transport, SITE)
-    tools, py = app.tools_dir(SITE), cfg.site(SITE).python
+    ensure_tools(transport, cfg.site(SITE))
+    tools, py = tools_dir(cfg.site(SITE)), cfg.site(SITE).python
     roots = ["--root", cfg.site(SITE).remote_root]
     src = tmp_path / "src"
     src.mkdir()

@@ -6,7 +6,7 @@ import pytest
 
 from scbundle.site.schedulers import JobState, JobStatus
 from scbundle.stages.base import DbinfoRecord
-from scbundle.steps.poll import classify
+from scbundle.steps.collect import classify
 from scbundle.steps.replay import ComponentResult
 
 

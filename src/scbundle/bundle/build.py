@@ -20,20 +20,8 @@ from scbundle.bundle.allocation import ResourceRequest
 from scbundle.bundle.multiprog import ConfigPart, deal_by_cost, pack_configs
 from scbundle.bundle.render import environment, render
 from scbundle.core.errors import BundleError
+from scbundle.site.layout import job_name
 from scbundle.stages.base import ComponentSpec
-
-
-def job_name(stage: str, remote_id: int, attempt: int) -> str:
-    """Deterministic: a re-run exec finds the job it already submitted by this name."""
-    return f"scb-{stage}-{remote_id}-a{attempt}"
-
-
-def remote_run_dir(permanent_root: str, stage: str, remote_id: int, attempt: int) -> str:
-    return f"{permanent_root.rstrip('/')}/runs/{stage}.{remote_id}.a{attempt}"
-
-
-def remote_tools_dir(permanent_root: str, tools_hash: str) -> str:
-    return f"{permanent_root.rstrip('/')}/tools/{tools_hash}"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from scbundle.core.errors import ScbundleError
 from scbundle.core.states import RunState
 from scbundle.db.migrate import current_revision, head_revision, require_current, upgrade
 from scbundle.db.session import Database
+from scbundle.stages.registry import get_stage
 
 err_console = Console(stderr=True)
 
@@ -110,7 +111,7 @@ def prepare(c: Ctx, stage: str, remote_id: int | None, as_json: bool) -> None:
     from scbundle.steps.prepare import prepare as do_prepare
 
     app = c.app()
-    app.stage(stage)  # an unknown stage is refused before anything else
+    get_stage(stage, app.config)  # an unknown stage is refused before anything else
     if remote_id is not None:
         ids = [remote_id]
     else:

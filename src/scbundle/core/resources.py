@@ -41,8 +41,3 @@ def tools_hash() -> str:
         h.update(str(p.relative_to(root)).encode() + b"\0")
         h.update(p.read_bytes() + b"\0")
     return h.hexdigest()[:16]
-
-
-def tool_argv(python: str, tools_dir: str, tool: str, *args: str) -> list[str]:
-    """How scbundle runs one of its remote tools: stdlib only, so no site-packages (-S)."""
-    return [python, "-S", f"{tools_dir}/{tool}", *args]

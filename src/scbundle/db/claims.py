@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from scbundle.core.errors import StateError
 from scbundle.db.models import RemoteRun
+from scbundle.db.runs import get_run
 from scbundle.db.session import Database
 
 
@@ -75,8 +76,6 @@ def claim_run(db: Database, remote_id: int, states: Sequence[str], *, site_lock:
 
 def unclaimed(db: Database, remote_id: int, states: Sequence[str], step: str) -> StateError:
     """Why ``claim_run`` gave None: the run's state (StateError), or another process (ClaimBusy)."""
-    from scbundle.core.app import get_run
-
     with db.read_session() as s:
         try:
             get_run(s, remote_id, states, step)

@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 
 from scbundle.core.errors import CommandError
-from scbundle.core.resources import tool_argv
 from scbundle.core.states import Fault
+from scbundle.site.layout import tool_argv
 from scbundle.site.link import Transport
 from scbundle.site.schedulers.base import JobState, JobStatus, Scheduler, SubmitContext
 

@@ -20,20 +20,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from scbundle.core.app import App, get_run
+from scbundle.core.app import App
 from scbundle.core.errors import DatabaseError
 from scbundle.core.failpoints import failpoint
 from scbundle.core.states import RunState
+from scbundle.db.locks import take_write_lock
 from scbundle.db.models import AdvanceBlock, RemoteComponent, RemoteRun
-from scbundle.stages import next_stage_of
+from scbundle.db.runs import get_run, new_run
 from scbundle.stages.base import Advance, Stage
-from scbundle.steps.define import define_in
+from scbundle.stages.registry import get_stage, next_stage_of
 
-ADVANCE_LOCK_KEY = 0x5CB0AD  # PostgreSQL advisory lock: one advance at a time
 NOTE_BLOCKED = 5  # blocked items spelled out in a run's advance_note (all are in advance_block)
 
 
@@ -75,15 +74,6 @@ class AdvanceReport:
     blocked: list[BlockedItem]
     skipped: str | None = None
 
-
-def take_write_lock(session: Session) -> None:
-    """Serialise advances: the first statement of the transaction takes the lock."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVANCE_LOCK_KEY})
-    else:
-        # SQLite: a write (even of no row) takes the database's write lock now, waiting its
-        # turn (busy_timeout); a session that began IMMEDIATE holds it already
-        session.execute(text("UPDATE remote_run SET advanced = advanced WHERE 0 = 1"))
 
 
 def advance(app: App, *, label: str | None = None, remote_id: int | None = None) -> AdvanceReport:
@@ -137,7 +127,7 @@ def _advance(app: App, label: str | None, remote_id: int | None) -> AdvanceRepor
                 plans.append((run, None, Advance(), [], 0))
                 continue
             if nxt not in stages:
-                stages[nxt] = app.stage(nxt)
+                stages[nxt] = get_stage(nxt, app.config)
             plan = stages[nxt].queue_from(s, run)
             ready = sorted(set(plan.ready))
             before = set()
@@ -155,7 +145,7 @@ def _advance(app: App, label: str | None, remote_id: int | None) -> AdvanceRepor
         for (nxt, lbl, site), ids in groups.items():
             if ids:
                 policy = app.config.stage_settings(nxt).job_policy
-                into[(nxt, lbl, site)] = rid = define_in(s, stage=nxt, label=lbl, site=site, job_policy=policy, stage_ids=ids)
+                into[(nxt, lbl, site)] = rid = new_run(s, stage=nxt, label=lbl, site=site, job_policy=policy, stage_ids=ids)
                 defined.append(Defined(rid, nxt, lbl, site, len(ids)))
 
         out_runs: list[RunAdvanced] = []

@@ -10,13 +10,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from scbundle.core.app import App, get_run, utcnow
+from scbundle.core.app import App, utcnow
 from scbundle.core.errors import StateError
 from scbundle.core.states import RunState
 from scbundle.db.claims import claim_run
+from scbundle.db.runs import get_run
 from scbundle.site import jobs
-from scbundle.steps.exec import submit_context
-from scbundle.steps.poll import Polled, poll_run
+from scbundle.site.link import live_transport
+from scbundle.site.schedulers import scheduler_for
+from scbundle.steps.collect import Polled, poll_run
+from scbundle.steps.common import submit_context
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,9 @@ def cancel(app: App, remote_id: int, *, settle_s: float = 20.0) -> Cancelled:
         if run.state == RunState.PENDING or not run.job_id:
             raise StateError(f"remote_id {remote_id} has no submitted job to cancel (state {run.state})")
         s.expunge(run)
-    t = app.live_transport(run.site)
+    t = live_transport(run.site, app.site(run.site))
     try:
-        sched = app.scheduler(run.site)
+        sched = scheduler_for(run.site, app.site(run.site))
         ctx = submit_context(app, run)
         jobs.cancel(t, sched, ctx, run.job_id or "")
         with app.db.session() as s:

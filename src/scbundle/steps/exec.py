@@ -9,27 +9,28 @@ Costs a fixed number of link invocations per run, whatever the number of compone
 from __future__ import annotations
 
 import os
-import shlex
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from sqlalchemy import update
 
-from scbundle.bundle.build import remote_run_dir
-from scbundle.core.app import App, select_runs
+from scbundle.core.app import App
 from scbundle.core.errors import CommandError, LinkDownError, ScbundleError
 from scbundle.core.failpoints import failpoint
-from scbundle.core.resources import remote_dir, remote_files, tool_argv
 from scbundle.core.states import ComponentState, Fault, RunState
 from scbundle.db.claims import claim_run, unclaimed
 from scbundle.db.models import RemoteComponent, RemoteRun
+from scbundle.db.runs import select_runs
 from scbundle.ops.throttle import exec_hold
 from scbundle.site import jobs
-from scbundle.site.link import Transport
-from scbundle.site.schedulers.base import SubmitContext
+from scbundle.site.layout import roots_args, tool_argv
+from scbundle.site.link import Transport, live_transport, transport_for
+from scbundle.site.schedulers import scheduler_for
+from scbundle.site.tools import ensure_tools
 from scbundle.site.transfer import write_push_tar, write_text_tar
+from scbundle.steps.common import StepReport, submit_context
 
 
 class BundleMissing(ScbundleError):
@@ -47,44 +48,6 @@ class Executed:
     pushed_bytes: int
     invocations: int
     error: str | None = None
-
-
-def submit_context(app: App, run: RemoteRun) -> SubmitContext:
-    site = app.site(run.site)
-    run_dir = remote_run_dir(site.permanent_root, run.stage, run.remote_id, run.attempt)
-    return SubmitContext(
-        job_name=run.job_name or "",
-        run_dir=run_dir,
-        script=f"{run_dir}/job.sh",
-        tools_dir=app.tools_dir(run.site),
-        python=site.python,
-        registry=f"{site.permanent_root.rstrip('/')}/jobs",
-        account=site.account,
-        partition=site.partition,
-    )
-
-
-def remote_roots_args(app: App, site_name: str) -> list[str]:
-    args: list[str] = []
-    for root in app.site(site_name).roots:
-        args += ["--root", root]
-    return args
-
-
-def ensure_tools(app: App, t: Transport, site_name: str) -> None:
-    """Ship remote/ to its content-addressed directory once; a partial copy never counts."""
-    tools = app.tools_dir(site_name)
-    if t.run(["test", "-f", f"{tools}/.complete"], check=False).returncode == 0:
-        return
-    parent = tools.rsplit("/", 1)[0]
-    script = (
-        f"set -e; mkdir -p {shlex.quote(parent)}; tmp=$(mktemp -d {shlex.quote(parent)}/.incoming.XXXXXX); "
-        f'tar -x -f - -C "$tmp"; chmod +x "$tmp/bin/"* 2>/dev/null || true; touch "$tmp/.complete"; '
-        f'mv -T "$tmp" {shlex.quote(tools)} 2>/dev/null || rm -rf "$tmp"'
-    )
-    root = remote_dir()
-    files = {str(p.relative_to(root)): p.read_bytes() for p in remote_files()}
-    t.stream_in(["sh", "-c", script], lambda out: write_text_tar(out, files))
 
 
 def split_by_size(files: list[tuple[str, str]], sizes: dict[str, int], k: int) -> list[list[tuple[str, str]]]:
@@ -133,17 +96,17 @@ def _bundle_files(path_base: Path, run_dir: str) -> dict[str, bytes]:
 
 
 def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Transport | None = None) -> Executed:
-    t = transport or app.transport(run.site)
+    t = transport or transport_for(run.site, app.site(run.site))
     before = t.invocations
-    sched = app.scheduler(run.site)
+    sched = scheduler_for(run.site, app.site(run.site))
     site = app.site(run.site)
     ctx = submit_context(app, run)
-    py, tools, roots = site.python, ctx.tools_dir, remote_roots_args(app, run.site)
+    py, tools, roots = site.python, ctx.tools_dir, roots_args(site)
     path_base = Path(run.path_base or "")
     if not (path_base / "bundle.json").is_file():
         raise BundleMissing(f"bundle {path_base} is missing: run `scbundle prepare {run.stage} --remote-id {run.remote_id}` again", remote_id=run.remote_id)
 
-    ensure_tools(app, t, run.site)
+    ensure_tools(t, site)
     t.stream_in(tool_argv(py, tools, "sc_remote.py", "unpack", *roots), lambda out: write_text_tar(out, _bundle_files(path_base, ctx.run_dir)))
     reqs = _read_requirements(path_base)
     listing = "".join(f"{remote}\t{size}\n" for _, remote, size in reqs).encode()
@@ -162,17 +125,6 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Tran
     job_id = jobs.submit(t, sched, ctx).job_id
     failpoint("exec.submitted")
     return Executed(run.remote_id, job_id, len(to_push), nbytes, t.invocations - before)
-
-
-@dataclass(frozen=True)
-class StepReport:
-    """What one exec or poll pass did: per-run results, runs paused for auth, or why it skipped."""
-
-    results: list
-    auth: list[int]
-    auth_reason: str | None = None
-    skipped: str | None = None
-    held: list[str] = field(default_factory=list)  # throttles that held runs back, runs another process had
 
 
 def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = None, progress: bool = True) -> StepReport:
@@ -213,7 +165,7 @@ def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = Non
                 t = transports.get(mine.site)
                 try:
                     if t is None:
-                        t = transports[mine.site] = app.live_transport(mine.site)
+                        t = transports[mine.site] = live_transport(mine.site, app.site(mine.site))
                     res = exec_run(app, mine, progress=progress, transport=t)
                 except LinkDownError as err:  # pause this run and every later one on the same site
                     reason = str(err)

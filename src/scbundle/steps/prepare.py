@@ -10,16 +10,21 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from scbundle.bundle.allocation import resource_request
-from scbundle.bundle.build import BundleDir, BundlePlan, BundleWriter, job_name, remote_run_dir
-from scbundle.core.app import App, get_run
+from scbundle.bundle.build import BundleDir, BundlePlan, BundleWriter
+from scbundle.core.app import App
 from scbundle.core.errors import BundleError, StateError
 from scbundle.core.failpoints import failpoint
 from scbundle.core.states import ComponentState, Fault, RunState
 from scbundle.db.bulk import update_rows
 from scbundle.db.claims import Claim, claim_run, unclaimed
 from scbundle.db.models import RemoteComponent, RemoteRun
+from scbundle.db.runs import get_run
 from scbundle.ops.throttle import HeldBack, prepare_hold
+from scbundle.site.layout import job_name, remote_run_dir
+from scbundle.site.schedulers import scheduler_for
 from scbundle.stages.base import ComponentSpec, build_isolated
+from scbundle.stages.registry import get_stage
+from scbundle.steps.common import build_context
 
 PREPARABLE = (RunState.NEW, RunState.PENDING)  # a pending run is prepared again (its bundle swapped)
 
@@ -111,9 +116,9 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
         run = get_run(s, remote_id, [RunState.NEW, RunState.PENDING], "prepare")
         if stage is not None and stage != run.stage:
             raise StateError(f"remote_id {remote_id} is a {run.stage!r} run, not {stage!r}")
-        st = app.stage(run.stage)
+        st = get_stage(run.stage, app.config)
         site = app.site(run.site)
-        ctx = app.build_context(run)
+        ctx = build_context(app, run)
         comps = s.execute(  # plain rows (id, stage_id, attempts): no ORM objects for 10^5-10^6 components
             select(RemoteComponent.id, RemoteComponent.stage_id, RemoteComponent.attempts)
             .where(RemoteComponent.remote_id == remote_id, RemoteComponent.state.in_([ComponentState.NEW, ComponentState.PENDING]))
@@ -131,7 +136,7 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
             tools_dir=ctx.tools_dir,
             python=site.python,
             cores_per_node=site.cores_per_node,
-            job_template=app.scheduler(run.site).job_template,
+            job_template=scheduler_for(run.site, app.site(run.site)).job_template,
             attempts=settings.attempts,
             command_timeout=settings.command_timeout,
             account=site.account,

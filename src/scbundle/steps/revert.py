@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from scbundle.core.app import App, select_runs
+from scbundle.core.app import App
 from scbundle.core.errors import StateError
 from scbundle.core.states import MAX_ATTEMPTS, ComponentState, RunState
 from scbundle.db.models import RemoteComponent, RemoteRun
+from scbundle.db.runs import select_runs
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass
 from rich.table import Table
 from sqlalchemy import func, select
 
-from scbundle.core.app import App, get_run
+from scbundle.core.app import App
 from scbundle.core.states import ComponentState
 from scbundle.db.models import AdvanceBlock, RemoteComponent, RemoteRun
+from scbundle.db.runs import get_run
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scbundle.core.config import Site
-from scbundle.core.errors import ConfigError
+from scbundle.core.errors import ConfigError, LinkDownError
 from scbundle.site.link.base import Completed, ProcessTransport, Transport
 from scbundle.site.link.local import LocalTransport
 
@@ -22,4 +22,13 @@ def transport_for(site_name: str, site: Site) -> Transport:
     raise ConfigError(f"site {site_name!r}: link kind {site.link!r} is not supported")
 
 
-__all__ = ["Completed", "LocalTransport", "ProcessTransport", "Transport", "transport_for"]
+__all__ = ["Completed", "LocalTransport", "ProcessTransport", "Transport", "live_transport", "transport_for"]
+
+
+def live_transport(site_name: str, site: Site) -> Transport:
+    """A transport whose link is up; LinkDownError, naming `link start`, otherwise."""
+    t = transport_for(site_name, site)
+    if not t.link_up():
+        t.close()
+        raise LinkDownError(f"link to site {site_name} is down: run `scbundle link start {site_name}`")
+    return t

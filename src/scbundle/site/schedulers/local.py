@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 
 from scbundle.core.errors import CommandError
-from scbundle.core.resources import tool_argv
+from scbundle.site.layout import tool_argv
 from scbundle.site.schedulers.base import JobState, JobStatus, SubmitContext
 
 _STATES = {

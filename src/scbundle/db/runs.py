@@ -1,0 +1,54 @@
+"""Runs in the database: a new one with its components, one by remote_id (its state checked),
+or the runs a step works on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scbundle.core.errors import StateError
+from scbundle.core.states import ComponentState, RunState
+from scbundle.db.bulk import insert_rows
+from scbundle.db.models import RemoteComponent, RemoteRun
+
+
+def _states(states: Sequence[str]) -> str:
+    return " or ".join(repr(str(s)) for s in states)
+
+
+def get_run(session: Session, remote_id: int, states: Sequence[str] | None = None, step: str = "") -> RemoteRun:
+    run = session.get(RemoteRun, remote_id)
+    if run is None:
+        raise StateError(f"remote_id {remote_id} does not exist")
+    if states is not None and run.state not in states:
+        raise StateError(f"remote_id {remote_id} is in state {str(run.state)!r}; {step or 'this step'} needs state {_states(states)}")
+    return run
+
+
+def select_runs(
+    session: Session, states: Sequence[str], remote_id: int | None, label: str | None, step: str
+) -> list[RemoteRun]:
+    """The runs a step works on: one by remote_id (state checked), or all in ``states``."""
+    if remote_id is not None:
+        return [get_run(session, remote_id, states, step)]
+    q = select(RemoteRun).where(RemoteRun.state.in_(states)).order_by(RemoteRun.remote_id)
+    if label is not None:
+        q = q.where(RemoteRun.label == label)
+    return list(session.scalars(q))
+
+
+def new_run(session: Session, *, stage: str, label: str, site: str, job_policy: str, stage_ids: Sequence[int]) -> int:
+    """A new run of ``stage_ids`` inside the caller's transaction; returns its remote_id. A piece
+    of work already in a run makes the insert fail (the unique (stage, stage_id) constraint)."""
+    run = RemoteRun(stage=stage, label=label, site=site, state=RunState.NEW, job_policy=job_policy, attempt=1, fault=0)
+    session.add(run)
+    session.flush()
+    ids = list(stage_ids)
+    for start in range(0, len(ids), 50_000):  # one executemany a chunk: never a 10^6-row parameter list
+        insert_rows(session, RemoteComponent.__table__, [
+            {"remote_id": run.remote_id, "stage": stage, "stage_id": sid, "state": ComponentState.NEW, "fault": 0, "attempts": 0}
+            for sid in ids[start : start + 50_000]
+        ])  # fmt: skip
+    return run.remote_id

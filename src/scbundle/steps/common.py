@@ -1,0 +1,49 @@
+"""What several steps share: a run's build context and submit context, the report of a pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from scbundle.core.app import App
+from scbundle.db.models import RemoteRun
+from scbundle.site.layout import registry_dir, remote_run_dir, tools_dir
+from scbundle.site.pathmap import PathMap
+from scbundle.site.schedulers.base import SubmitContext
+from scbundle.stages.base import BuildContext
+
+
+def build_context(app: App, run: RemoteRun) -> BuildContext:
+    site = app.site(run.site)
+    return BuildContext(
+        remote_id=run.remote_id,
+        label=run.label,
+        pathmap=PathMap.of(site.paths),
+        tools_dir=tools_dir(site),
+        python=site.python,
+    )
+
+
+def submit_context(app: App, run: RemoteRun) -> SubmitContext:
+    site = app.site(run.site)
+    run_dir = remote_run_dir(site.permanent_root, run.stage, run.remote_id, run.attempt)
+    return SubmitContext(
+        job_name=run.job_name or "",
+        run_dir=run_dir,
+        script=f"{run_dir}/job.sh",
+        tools_dir=tools_dir(site),
+        python=site.python,
+        registry=registry_dir(site),
+        account=site.account,
+        partition=site.partition,
+    )
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What one exec or poll pass did: per-run results, runs paused for auth, or why it skipped."""
+
+    results: list
+    auth: list[int]
+    auth_reason: str | None = None
+    skipped: str | None = None
+    held: list[str] = field(default_factory=list)  # throttles that held runs back, runs another process had
