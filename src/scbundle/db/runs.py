@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from scbundle.core.errors import StateError
-from scbundle.core.states import ComponentState, RunState
+from scbundle.core.states import OPEN_COMPONENT_STATES, ComponentState, Counts, RunState, allowed
 from scbundle.db.bulk import insert_rows
 from scbundle.db.models import RemoteComponent, RemoteRun
 
@@ -18,8 +18,11 @@ def _states(states: Sequence[str]) -> str:
     return " or ".join(repr(str(s)) for s in states)
 
 
-def get_run(session: Session, remote_id: int, states: Sequence[str] | None = None, step: str = "") -> RemoteRun:
-    run = session.get(RemoteRun, remote_id)
+def get_run(session: Session, remote_id: int, states: Sequence[str] | None = None, step: str = "", *, lock: bool = False) -> RemoteRun:
+    """The run, its state checked; ``lock``: its row locked for the rest of the transaction
+    (PostgreSQL: FOR UPDATE; SQLite's write transactions hold the database's write lock), so a
+    write made on what was read here is compare-and-set."""
+    run = session.get(RemoteRun, remote_id, with_for_update=lock or None, populate_existing=lock)
     if run is None:
         raise StateError(f"remote_id {remote_id} does not exist")
     if states is not None and run.state not in states:
@@ -52,3 +55,46 @@ def new_run(session: Session, *, stage: str, label: str, site: str, job_policy: 
             for sid in ids[start : start + 50_000]
         ])  # fmt: skip
     return run.remote_id
+
+
+def move(run: RemoteRun, to: str, by: str, *, fault: int | None = None, message: str | None = None) -> None:
+    """Move ``run`` to state ``to`` as step ``by`` does, if the transition table allows it
+    (StateError otherwise, naming both states); ``prev_state`` remembers where an error or
+    auth came from, for revert."""
+    src = RunState(run.state)
+    dst = RunState(to)
+    if not allowed(src, dst, by):
+        raise StateError(f"remote_id {run.remote_id}: {by} cannot move a run from {str(src)!r} to {str(dst)!r}")
+    if dst in (RunState.ERROR, RunState.AUTH) and src != dst:
+        run.prev_state = src
+    elif dst not in (RunState.ERROR, RunState.AUTH):
+        run.prev_state = None
+    run.state = dst
+    if fault is not None:
+        run.fault = int(fault)
+    if message is not None or fault == 0:
+        run.message = message[:2000] if message else None
+
+
+def component_counts(session: Session, remote_id: int) -> Counts:
+    """The run's components by state, with the faults of the failed and abandoned ones."""
+    rows = session.execute(
+        select(RemoteComponent.state, RemoteComponent.fault, func.count())
+        .where(RemoteComponent.remote_id == remote_id)
+        .group_by(RemoteComponent.state, RemoteComponent.fault)
+    ).all()
+    open_ = full = error = abandoned = 0
+    error_faults: dict[int, int] = {}
+    abandoned_faults: dict[int, int] = {}
+    for state, fault, n in rows:
+        if state in OPEN_COMPONENT_STATES:
+            open_ += n
+        elif state == ComponentState.FULL:
+            full += n
+        elif state == ComponentState.ERROR:
+            error += n
+            error_faults[int(fault)] = error_faults.get(int(fault), 0) + n
+        elif state == ComponentState.ABANDONED:
+            abandoned += n
+            abandoned_faults[int(fault)] = abandoned_faults.get(int(fault), 0) + n
+    return Counts(open_, full, error, abandoned, error_faults, abandoned_faults)
