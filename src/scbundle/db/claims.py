@@ -1,28 +1,26 @@
 """Claims: one process at a time works on a run, and a process that dies leaves no claim behind.
 
 Several people and hosts drive one database (the field notes' production.db: "the database is
-first locked, the info is read, and then the database is updated"). prepare, exec and poll
-each claim a run before working on it, and write its state transition through the claim:
+first locked, the info is read, and then the database is updated"). prepare, exec, poll,
+revert and retire each claim a run before working on it. One model on every backend:
 
-PostgreSQL: the claim is the run's row, locked by ``SELECT ... FOR UPDATE SKIP LOCKED`` in a
-  transaction that lasts as long as the step works on the run. Another process skips a locked
-  row at once. The step's writes go through that same transaction (``claim.session()``) and
-  commit when the claim ends: the commit is the state transition, and it releases the lock.
-  A process killed or cut off loses its transaction, so the server rolls it back and the lock
-  goes with it.
-
-SQLite: a write transaction cannot stay open while exec pushes files for minutes (BEGIN
-  IMMEDIATE locks every other writer out), so the claim is an exclusive ``flock`` on a lock file
-  per run beside the database file, which the kernel drops when the process dies. The run's
-  state is read again once the lock is held, and each ``claim.session()`` is its own BEGIN
-  IMMEDIATE transaction, in which the step re-reads the state before changing it
-  (compare-and-set).
+- the claim is a lock the process holds for as long as it works on the run, and that goes
+  away with the process: on SQLite an exclusive ``flock`` on a lock file per run beside the
+  database file (the kernel drops it); on PostgreSQL a session-level advisory lock
+  (``pg_try_advisory_lock``) on a connection of the claim's own (the server drops it with the
+  connection). Another process skips a claimed run at once.
+- the state is read again once the claim is held, and every write is its own short
+  transaction (``claim.session()``, BEGIN IMMEDIATE on SQLite) that re-reads the run's state
+  before changing it (compare-and-set, ``db.runs.get_run(..., lock=True)``). So a step's writes
+  commit at the same moments on every backend, and no transaction stays open while exec pushes
+  files for minutes; each step is idempotent, so a process killed between two writes leaves a
+  run the next one finishes.
 
 A throttle that counts runs per site (max_in_flight, max_prepared) must count and add under one
 lock, or two processes both see room for one more: ``site_lock`` names a per-site lock taken
-before the run is claimed and held as long as the claim (PostgreSQL: pg_advisory_xact_lock in
-the claim's transaction; SQLite: a flock on a per-site lock file). Only configured throttles
-take it, so by default claims on one site never wait for each other.
+before the run is claimed and held as long as the claim (SQLite: a flock on a per-site lock
+file; PostgreSQL: a session-level advisory lock on the claim's connection). Only configured
+throttles take it, so by default claims on one site never wait for each other.
 """
 
 from __future__ import annotations
@@ -56,13 +54,11 @@ class Claim:
 
     run: RemoteRun
     _db: Database
-    _held: Session | None  # PostgreSQL: the claim's own session (its transaction holds the lock)
 
     def session(self) -> AbstractContextManager[Session]:
-        """A transaction for the claimed run. PostgreSQL: the claim's transaction itself (it
-        commits when the claim ends); SQLite: a BEGIN IMMEDIATE transaction, committed at the
-        end of the block."""
-        return nullcontext(self._held) if self._held is not None else self._db.session()
+        """A short write transaction for the claimed run (committed at the end of the block);
+        re-read the run in it (``get_run(..., lock=True)``) before changing its state."""
+        return self._db.session()
 
 
 @contextmanager
@@ -84,20 +80,34 @@ def unclaimed(db: Database, remote_id: int, states: Sequence[str], step: str) ->
     return ClaimBusy(f"remote_id {remote_id}: another process is working on it ({step} skipped it); try again later")
 
 
-# --- PostgreSQL: row locks ---------------------------------------------------------------
+# --- PostgreSQL: session-level advisory locks ------------------------------------------------
+
+
+def _pg_key(name: str):
+    return func.hashtextextended(f"scbundle:{name}", 0)
 
 
 @contextmanager
 def _claim_postgresql(db: Database, remote_id: int, states: list[str], site_lock: str | None) -> Iterator[Claim | None]:
-    with db.session() as s:  # commits when the claim ends; any exception rolls it back
+    conn = db.engine.connect()  # the claim's own connection: its session holds the locks
+    try:
         if site_lock is not None:
-            s.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"scbundle:{site_lock}", 0))))
-        run = s.scalars(
-            select(RemoteRun)
-            .where(RemoteRun.remote_id == remote_id, RemoteRun.state.in_(states))
-            .with_for_update(skip_locked=True)
-        ).first()
-        yield Claim(run, db, s) if run is not None else None
+            conn.execute(select(func.pg_advisory_lock(_pg_key(f"site:{site_lock}"))))
+        got = conn.execute(select(func.pg_try_advisory_lock(_pg_key(f"run:{remote_id}")))).scalar()
+        conn.commit()
+        if not got:
+            yield None
+            return
+        with db.read_session() as s:  # the state now that the claim is ours
+            run = s.scalars(select(RemoteRun).where(RemoteRun.remote_id == remote_id, RemoteRun.state.in_(states))).first()
+        yield Claim(run, db) if run is not None else None
+    finally:
+        try:  # a pooled connection keeps session locks: give them back before it goes back
+            conn.execute(select(func.pg_advisory_unlock_all()))
+            conn.commit()
+        except Exception:
+            conn.invalidate()  # the server drops the session, and its locks with it
+        conn.close()
 
 
 # --- SQLite (and any backend without row locks): lock files ------------------------------------
@@ -124,7 +134,7 @@ def _claim_file(db: Database, remote_id: int, states: list[str], site_lock: str 
                 return
             with db.read_session() as s:  # the state now that the claim is ours
                 run = s.scalars(select(RemoteRun).where(RemoteRun.remote_id == remote_id, RemoteRun.state.in_(states))).first()
-            yield Claim(run, db, None) if run is not None else None
+            yield Claim(run, db) if run is not None else None
 
 
 def _safe(name: str) -> str:

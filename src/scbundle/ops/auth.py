@@ -5,35 +5,35 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from scbundle.core.app import App, utcnow
 from scbundle.core.states import RunState
-from scbundle.db.models import RemoteRun
+from scbundle.db.claims import claim_run
+from scbundle.db.runs import get_run, move
+
+PAUSABLE = (RunState.PENDING, RunState.RUN)
 
 
-def mark_auth(app: App, remote_ids: Iterable[int], reason: str) -> list[int]:
+def mark_auth(app: App, remote_ids: Iterable[int], reason: str, *, by: str, claimed: bool = False) -> list[int]:
     """Runs still in pending/run go to auth, remembering where they were; returns their ids.
-    A run another process has claimed is skipped (PostgreSQL: SKIP LOCKED): that process meets
-    the same dropped link and pauses it itself."""
+    Each is claimed first (``claimed``: this process already holds them); a run another
+    process holds is skipped: that process meets the same dropped link and pauses it itself."""
+    out = []
+    for rid in remote_ids:
+        if claimed:
+            if _pause(app, rid, reason, by):
+                out.append(rid)
+            continue
+        with claim_run(app.db, rid, PAUSABLE) as claim:
+            if claim is not None and _pause(app, rid, reason, by):
+                out.append(rid)
+    return out
+
+
+def _pause(app: App, remote_id: int, reason: str, by: str) -> bool:
     with app.db.session() as s:
-        return mark_auth_in(s, remote_ids, reason)
-
-
-def mark_auth_in(s: Session, remote_ids: Iterable[int], reason: str) -> list[int]:
-    """mark_auth inside a transaction the caller holds (a claim's)."""
-    ids = list(remote_ids)
-    if not ids:
-        return []
-    runs = s.scalars(
-        select(RemoteRun)
-        .where(RemoteRun.remote_id.in_(ids), RemoteRun.state.in_([RunState.PENDING, RunState.RUN]))
-        .order_by(RemoteRun.remote_id)
-        .with_for_update(skip_locked=True)
-    ).all()
-    for run in runs:
-        run.prev_state, run.state = run.state, RunState.AUTH
+        run = get_run(s, remote_id, lock=True)
+        if run.state not in PAUSABLE:
+            return False
+        move(run, RunState.AUTH, by, message=reason)
         run.last_poll = utcnow()
-        run.message = reason[:2000]
-    return [r.remote_id for r in runs]
+        return True
