@@ -3,60 +3,54 @@ SIGINT or SIGTERM, which stop it at the next step boundary (a step in progress a
 
 from __future__ import annotations
 
+import logging
 import signal
+import sys
 import threading
-import time
 from collections.abc import Callable
 
-from sqlalchemy import select
+import click
 
+from scbundle.cli.main import Ctx, cli, pass_ctx
 from scbundle.core.app import App
-from scbundle.core.errors import ScbundleError, StateError
+from scbundle.core.errors import ScbundleError
 from scbundle.core.states import RunState
-from scbundle.db.models import RemoteRun
+from scbundle.core.text import printable
+
+log = logging.getLogger("scbundle.daemon")
 
 
 def _log(msg: str) -> None:
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} scbundle daemon: {msg}", flush=True)
+    log.info("%s", printable(msg))
+
+
+def configure_logging() -> None:
+    """The daemon's lines on stdout (systemd's journal keeps them), stamped."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s scbundle daemon: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger("scbundle")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
 
 
 def one_pass(app: App, *, poll_seconds: float, label: str | None, prepare: bool, stop: threading.Event) -> None:
-    from scbundle.ops.tasks import is_enabled
-    from scbundle.ops.throttle import HeldBack
     from scbundle.steps.exec import exec_runs
     from scbundle.steps.poll import poll_runs
-    from scbundle.steps.prepare import prepare as do_prepare
+    from scbundle.steps.prepare import prepare_runs
 
     steps: list[tuple[str, Callable[[], None]]] = []
 
     def prepare_step() -> None:
-        if not is_enabled(app, "prepare"):
-            return
-        with app.db.read_session() as s:
-            q = select(RemoteRun).where(RemoteRun.state == RunState.NEW).order_by(RemoteRun.remote_id)
-            if label:
-                q = q.where(RemoteRun.label == label)
-            runs = [(r.remote_id, r.stage, r.site) for r in s.scalars(q)]
-        held: set[str] = set()
-        for rid, stage, site in runs:
-            if stop.is_set():
-                return
-            if site in held:
-                continue
-            try:
-                p = do_prepare(app, remote_id=rid, stage=stage, states=[RunState.NEW])
-            except HeldBack as err:  # the site's throttle: its other new runs wait for the next pass
-                held.add(site)
-                _log(f"prepare held back: {err.args[0]}")
-                continue
-            except StateError as err:  # another process took it meanwhile
-                _log(f"prepare skipped remote_id {rid}: {err}")
-                continue
-            _log(f"prepared remote_id {rid}: {p.n_components} components, {p.n_missing} missing")
+        rep = prepare_runs(app, label=label, stop=stop.is_set)
+        report("prepare", rep, lambda p: f"{p.n_components} components, {p.n_missing} missing" if p.state == RunState.PENDING else str(p.state))
 
     def report(step: str, rep, ok: Callable[[object], str]) -> None:
         for r in rep.results:
-            _log(f"{step} remote_id {r.remote_id}: " + (f"error {r.error}" if r.error else ok(r)))
+            if r.error:
+                _log(f"{step} remote_id {r.remote_id}: error {r.error}")
+            else:
+                _log(f"{'prepared' if step == 'prepare' else step} remote_id {r.remote_id}: {ok(r)}")
         if rep.auth:
             _log(f"link down, remote_id {rep.auth} -> auth: {rep.auth_reason}")
         for why in dict.fromkeys(rep.held):
@@ -84,6 +78,9 @@ def one_pass(app: App, *, poll_seconds: float, label: str | None, prepare: bool,
             step()
         except ScbundleError as err:
             _log(f"{name}: {err}")
+        except Exception as err:  # noqa: BLE001 - the daemon never dies of one step's failure
+            log.exception("%s failed", name)
+            _log(f"{name}: {type(err).__name__}: {err} (the next pass tries again)")
 
 
 def run_daemon(app: App, *, once: bool = False, loop_seconds: float | None = None, poll_seconds: float | None = None) -> None:
@@ -97,6 +94,7 @@ def run_daemon(app: App, *, once: bool = False, loop_seconds: float | None = Non
             _log(f"{signal.Signals(signum).name}: stopping at the next step boundary")
         stop.set()
 
+    configure_logging()
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     _log(f"started: loop every {loop_s:g} s, poll runs older than {poll_s:g} s")
     try:
@@ -109,3 +107,13 @@ def run_daemon(app: App, *, once: bool = False, loop_seconds: float | None = Non
         for sig, handler in old.items():
             signal.signal(sig, handler)
     _log("stopped")
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="one pass, then exit")
+@click.option("--loop-seconds", type=click.FloatRange(0, 86400), default=None, help="pause between passes (config: daemon.loop_seconds)")
+@click.option("--poll-seconds", type=click.FloatRange(0, None), default=None, help="poll a run only when last_poll is older (config: daemon.poll_seconds)")
+@pass_ctx
+def daemon(c: Ctx, once: bool, loop_seconds: float | None, poll_seconds: float | None) -> None:
+    """prepare, exec, poll and advance in a loop until SIGINT/SIGTERM, stopping at a step boundary."""
+    run_daemon(c.app(), once=once, loop_seconds=loop_seconds, poll_seconds=poll_seconds)

@@ -10,27 +10,29 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from sqlalchemy import update
 
 from scbundle.core.app import App
-from scbundle.core.errors import CommandError, LinkDownError, ScbundleError
+from scbundle.core.errors import LinkDownError, ScbundleError
 from scbundle.core.failpoints import failpoint
 from scbundle.core.states import ComponentState, Fault, RunState
-from scbundle.db.claims import claim_run, unclaimed
+from scbundle.core.text import printable
+from scbundle.db.claims import Claim
 from scbundle.db.models import RemoteComponent, RemoteRun
-from scbundle.db.runs import select_runs
+from scbundle.db.runs import get_run, move, select_runs
 from scbundle.ops.throttle import exec_hold
 from scbundle.site import jobs
 from scbundle.site.layout import roots_args, tool_argv
-from scbundle.site.link import Transport, live_transport, transport_for
+from scbundle.site.link import Transport, transport_for
 from scbundle.site.schedulers import scheduler_for
 from scbundle.site.tools import ensure_tools
 from scbundle.site.transfer import write_push_tar, write_text_tar
 from scbundle.steps.common import StepReport, submit_context
+from scbundle.steps.loop import RunStep, describe, fault_of, run_step
 
 
 class BundleMissing(ScbundleError):
@@ -48,6 +50,7 @@ class Executed:
     pushed_bytes: int
     invocations: int
     error: str | None = None
+    skipped: bool = False  # claimed, but left alone (a fault that waits for the operator)
 
 
 def split_by_size(files: list[tuple[str, str]], sizes: dict[str, int], k: int) -> list[list[tuple[str, str]]]:
@@ -127,82 +130,55 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Tran
     return Executed(run.remote_id, job_id, len(to_push), nbytes, t.invocations - before)
 
 
-def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = None, progress: bool = True) -> StepReport:
-    from scbundle.ops.auth import mark_auth, mark_auth_in
-    from scbundle.ops.tasks import in_flight, is_enabled
+class ExecStep(RunStep):
+    """exec as the step loop drives it: pending -> run."""
 
-    if not is_enabled(app, "exec"):
-        return StepReport([], [], skipped="exec is switched off (`scbundle tasks on exec`)")
-    with in_flight(app, "exec"):
+    name = "exec"
+    states = (RunState.PENDING,)
+    needs_link = True
+
+    def __init__(self, *, named: bool, progress: bool) -> None:
+        self.named, self.progress = named, progress
+
+    def site_lock(self, app: App, run: RemoteRun) -> str | None:
+        return f"exec:{run.site}" if app.site(run.site).max_in_flight is not None else None
+
+    def hold(self, app: App, run: RemoteRun) -> str | None:
         with app.db.read_session() as s:
-            runs = select_runs(s, [RunState.PENDING], remote_id, label, "exec")
-        if remote_id is None:  # a run the scheduler refused waits for the operator: `exec --remote-id N`
-            runs = [r for r in runs if not r.fault]
-        results: list[Executed] = []
-        paused: list[int] = []
-        reason = None
-        transports: dict[str, Transport] = {}
-        held: list[str] = []
-        done_sites: set[str] = set()  # link down, or throttled: the site's later runs wait
-        for n, run in enumerate(runs):
-            if run.site in done_sites:
-                continue
-            site_lock = f"exec:{run.site}" if app.site(run.site).max_in_flight is not None else None
-            with claim_run(app.db, run.remote_id, [RunState.PENDING], site_lock=site_lock) as claim:
-                if claim is None:  # another process has it, or it moved on meanwhile
-                    if remote_id is not None:
-                        held.append(str(unclaimed(app.db, run.remote_id, [RunState.PENDING], "exec")))
-                    continue
-                mine = claim.run  # as read under the claim
-                if mine.fault and remote_id is None:
-                    continue
-                with claim.session() as s:
-                    why = exec_hold(app, s, mine.site)
-                if why:
-                    held.append(why)
-                    done_sites.add(mine.site)
-                    continue
-                t = transports.get(mine.site)
-                try:
-                    if t is None:
-                        t = transports[mine.site] = live_transport(mine.site, app.site(mine.site))
-                    res = exec_run(app, mine, progress=progress, transport=t)
-                except LinkDownError as err:  # pause this run and every later one on the same site
-                    reason = str(err)
-                    with claim.session() as s:
-                        paused += mark_auth_in(s, [mine.remote_id], f"exec: {err}")
-                    paused += mark_auth(app, [r.remote_id for r in runs[n + 1 :] if r.site == run.site], f"exec: {err}")
-                    done_sites.add(mine.site)
-                    continue
-                except (jobs.SubmitRefused, BundleMissing) as err:  # nothing was queued: the run stays pending, with the fault
-                    with claim.session() as s:
-                        r = s.get(RemoteRun, run.remote_id)
-                        assert r is not None
-                        if r.state == RunState.PENDING:
-                            r.fault, r.message = int(err.fault), f"exec: {err}"[:2000]
-                    results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err)))
-                    continue
-                except (CommandError, ScbundleError, OSError) as err:
-                    with claim.session() as s:
-                        r = s.get(RemoteRun, run.remote_id)
-                        assert r is not None
-                        if r.state == RunState.PENDING:
-                            r.state, r.prev_state = RunState.ERROR, RunState.PENDING
-                            r.fault = int(getattr(err, "fault", Fault.SYSTEM))
-                            r.message = f"exec: {err}"[:2000]
-                    results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err)))
-                    continue
-                with claim.session() as s:
-                    r = s.get(RemoteRun, run.remote_id)
-                    assert r is not None
-                    if r.state == RunState.PENDING:
-                        r.state, r.job_id, r.fault, r.message = RunState.RUN, res.job_id, 0, None
-                        s.execute(
-                            update(RemoteComponent)
-                            .where(RemoteComponent.remote_id == run.remote_id, RemoteComponent.state == ComponentState.PENDING)
-                            .values(state=ComponentState.RUN, attempts=RemoteComponent.attempts + 1)
-                        )
-            results.append(res)
-        for t in transports.values():
-            t.close()
-        return StepReport(results, paused, reason, held=held)
+            return exec_hold(app, s, run.site)
+
+    def work(self, app: App, claim: Claim, transport: Transport | None) -> Executed:
+        run = claim.run
+        if run.fault and not self.named:  # refused by the scheduler: waits for `exec --remote-id N`
+            return Executed(run.remote_id, None, 0, 0, 0, error=None, skipped=True)
+        res = exec_run(app, run, progress=self.progress, transport=transport)
+        with claim.session() as s:
+            r = get_run(s, run.remote_id, [RunState.PENDING], "exec", lock=True)
+            move(r, RunState.RUN, "exec", fault=0)
+            r.job_id = res.job_id
+            s.execute(
+                update(RemoteComponent)
+                .where(RemoteComponent.remote_id == run.remote_id, RemoteComponent.state == ComponentState.PENDING)
+                .values(state=ComponentState.RUN, attempts=RemoteComponent.attempts + 1)
+            )
+        return res
+
+    def failed(self, app: App, claim: Claim, err: Exception) -> Executed:
+        text = printable(f"exec: {describe(err)}")
+        with claim.session() as s:
+            r = get_run(s, claim.run.remote_id, lock=True)
+            if r.state == RunState.PENDING:
+                if isinstance(err, jobs.SubmitRefused | BundleMissing):  # nothing was queued: pending, with the fault
+                    r.fault, r.message = int(err.fault), text[:2000]
+                else:
+                    move(r, RunState.ERROR, "exec", fault=fault_of(err), message=text)
+        return Executed(claim.run.remote_id, None, 0, 0, 0, error=text)
+
+
+def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = None, progress: bool = True) -> StepReport:
+    with app.db.read_session() as s:
+        runs = select_runs(s, [RunState.PENDING], remote_id, label, "exec")
+    if remote_id is None:  # a run the scheduler refused waits for the operator: `exec --remote-id N`
+        runs = [r for r in runs if not r.fault]
+    rep = run_step(app, ExecStep(named=remote_id is not None, progress=progress), runs, named=remote_id is not None)
+    return replace(rep, results=[r for r in rep.results if not getattr(r, "skipped", False)])

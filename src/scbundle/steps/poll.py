@@ -1,64 +1,85 @@
-"""poll: every run in state run, collected (steps/collect.py), one run's failure its own."""
+"""poll: every run in state run, collected (steps/collect.py) through the step loop.
+
+A run whose poll fails keeps its own failure: a link or database hiccup, a full local disk,
+leaves it in ``run`` with fault 2 and the reason (the next poll tries again); what the job
+returned being refused (an unsafe archive, a run directory that is not this run's) moves it to
+``error`` with its components, for revert; anything unforeseen leaves it in ``run`` with fault 4
+and the reason, and never stops the other runs.
+"""
 
 from __future__ import annotations
 
+from sqlalchemy import update
+
 from scbundle.core.app import App, utcnow
-from scbundle.core.errors import LinkDownError, ScbundleError
-from scbundle.core.states import RunState
-from scbundle.db.claims import claim_run, unclaimed
-from scbundle.db.runs import select_runs
-from scbundle.site.link import Transport, live_transport
+from scbundle.core.errors import (
+    CommandError,
+    DatabaseError,
+    DbinfoError,
+    ScbundleError,
+    UnsafeArchiveError,
+)
+from scbundle.core.states import ComponentState, Fault, RunState
+from scbundle.core.text import printable
+from scbundle.db.claims import Claim
+from scbundle.db.models import RemoteComponent, RemoteRun
+from scbundle.db.runs import get_run, move, select_runs
+from scbundle.site.link import Transport
 from scbundle.steps.collect import Polled, poll_run
 from scbundle.steps.common import StepReport
+from scbundle.steps.loop import RunStep, describe, run_step
+
+EXIT_REFUSED = 3  # remote/sc_remote.py: a refusal (a path, a member, a stream), not a hiccup
 
 
-def poll_runs(
-    app: App, *, remote_id: int | None = None, label: str | None = None, min_age_s: float | None = None
-) -> StepReport:
+def refused(err: BaseException) -> bool:
+    """Whether a poll failure is the site's returns being refused (the same every time: the
+    run goes to error) rather than a hiccup the next poll may not meet."""
+    for e in (err, err.__cause__):
+        if isinstance(e, UnsafeArchiveError | DbinfoError):
+            return True
+        if isinstance(e, ScbundleError) and getattr(e, "refused", False):
+            return True
+    return isinstance(err, CommandError) and err.returncode == EXIT_REFUSED and "sc_remote.py" in " ".join(err.argv)
+
+
+class PollStep(RunStep):
+    name = "poll"
+    states = (RunState.RUN,)
+    needs_link = True
+
+    def work(self, app: App, claim: Claim, transport: Transport | None) -> Polled:
+        assert transport is not None
+        return poll_run(app, claim.run, transport, claim)
+
+    def failed(self, app: App, claim: Claim, err: Exception) -> Polled:
+        rid = claim.run.remote_id
+        text = printable(f"poll: {describe(err)}")[:2000]
+        with claim.session() as s:
+            r = get_run(s, rid, lock=True)
+            if r.state != RunState.RUN:
+                return Polled(rid, "?", str(r.state), error=text)
+            r.last_poll = utcnow()
+            if refused(err):
+                fault = int(getattr(err, "fault", Fault.DATA))
+                s.execute(
+                    update(RemoteComponent)
+                    .where(RemoteComponent.remote_id == rid, RemoteComponent.state == ComponentState.RUN)
+                    .values(state=ComponentState.ERROR, fault=fault, message=text)
+                )
+                move(r, RunState.ERROR, "poll", fault=fault, message=f"{text} (what the job returned is refused: `scbundle revert --remote-id {rid}` runs it again)")
+            elif isinstance(err, CommandError | DatabaseError | OSError | TimeoutError):
+                r.fault, r.message = int(Fault.SYSTEM), f"{text} (poll tries again)"
+            else:
+                r.fault, r.message = int(Fault.PROGRAM), f"{text} (poll tries again; `scbundle retire --remote-id {rid}` takes it out)"
+            return Polled(rid, "?", str(r.state), error=text)
+
+
+def poll_runs(app: App, *, remote_id: int | None = None, label: str | None = None, min_age_s: float | None = None) -> StepReport:
     """Poll runs in state run (only those whose last_poll is older than ``min_age_s``, if given)."""
-    from scbundle.ops.auth import mark_auth, mark_auth_in
-    from scbundle.ops.tasks import in_flight, is_enabled
-
-    if not is_enabled(app, "poll"):
-        return StepReport([], [], skipped="poll is switched off (`scbundle tasks on poll`)")
-    with in_flight(app, "poll"):
-        with app.db.read_session() as s:
-            runs = select_runs(s, [RunState.RUN], remote_id, label, "poll")
-        if min_age_s is not None:
-            now = utcnow()
-            runs = [r for r in runs if r.last_poll is None or (now - r.last_poll).total_seconds() >= min_age_s]
-        out: list[Polled] = []
-        paused: list[int] = []
-        reason = None
-        transports: dict[str, Transport] = {}
-        held: list[str] = []
-        down_sites: set[str] = set()
-        for n, run in enumerate(runs):
-            if run.site in down_sites:
-                continue
-            try:
-                with claim_run(app.db, run.remote_id, [RunState.RUN]) as claim:
-                    if claim is None:  # another process is polling it, or it moved on meanwhile
-                        if remote_id is not None:
-                            held.append(str(unclaimed(app.db, run.remote_id, [RunState.RUN], "poll")))
-                        continue
-                    mine = claim.run  # as read under the claim
-                    try:
-                        t = transports.get(run.site)
-                        if t is None:
-                            t = transports[run.site] = live_transport(run.site, app.site(run.site))
-                        polled = poll_run(app, mine, t, claim)
-                    except LinkDownError as err:
-                        reason = str(err)
-                        with claim.session() as s:
-                            paused += mark_auth_in(s, [mine.remote_id], f"poll: {err}")
-                        paused += mark_auth(app, [r.remote_id for r in runs[n + 1 :] if r.site == run.site], f"poll: {err}")
-                        down_sites.add(run.site)
-                        continue
-                out.append(polled)  # committed
-            except ScbundleError as err:  # a bad dbinfo file, the database cut off: nothing changed, the run stays in run
-                err.remote_id = run.remote_id
-                out.append(Polled(run.remote_id, "?", run.state, error=str(err)))
-        for t in transports.values():
-            t.close()
-        return StepReport(out, paused, reason, held=held)
+    with app.db.read_session() as s:
+        runs: list[RemoteRun] = select_runs(s, [RunState.RUN], remote_id, label, "poll")
+    if min_age_s is not None:
+        now = utcnow()
+        runs = [r for r in runs if r.last_poll is None or (now - r.last_poll).total_seconds() >= min_age_s]
+    return run_step(app, PollStep(), runs, named=remote_id is not None)

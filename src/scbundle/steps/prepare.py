@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -15,16 +16,18 @@ from scbundle.core.app import App
 from scbundle.core.errors import BundleError, StateError
 from scbundle.core.failpoints import failpoint
 from scbundle.core.states import ComponentState, Fault, RunState
+from scbundle.core.text import printable
 from scbundle.db.bulk import update_rows
 from scbundle.db.claims import Claim, claim_run, unclaimed
 from scbundle.db.models import RemoteComponent, RemoteRun
-from scbundle.db.runs import get_run
+from scbundle.db.runs import get_run, move
 from scbundle.ops.throttle import HeldBack, prepare_hold
 from scbundle.site.layout import job_name, remote_run_dir
 from scbundle.site.schedulers import scheduler_for
 from scbundle.stages.base import ComponentSpec, build_isolated
 from scbundle.stages.registry import get_stage
-from scbundle.steps.common import build_context
+from scbundle.steps.common import StepReport, build_context
+from scbundle.steps.loop import RunStep, describe, fault_of, run_step
 
 PREPARABLE = (RunState.NEW, RunState.PENDING)  # a pending run is prepared again (its bundle swapped)
 
@@ -32,13 +35,16 @@ PREPARABLE = (RunState.NEW, RunState.PENDING)  # a pending run is prepared again
 @dataclass(frozen=True)
 class Prepared:
     remote_id: int
-    path_base: str
+    state: str
+    path_base: str | None
     n_components: int
     n_missing: int
-    nodes: int
-    hours: int
-    nranks: int
-    n_configs: int
+    nodes: int = 0
+    hours: int = 0
+    nranks: int = 0
+    n_configs: int = 0
+    seconds: float = 0.0
+    error: str | None = None
 
 
 def local_path_base(app: App, run: RemoteRun) -> Path:
@@ -139,6 +145,8 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
             job_template=scheduler_for(run.site, app.site(run.site)).job_template,
             attempts=settings.attempts,
             command_timeout=settings.command_timeout,
+            fault_map=tuple(sorted((int(c), int(f)) for c, f in st.fault_policy().fault_map.items())),
+            retry_faults=tuple(sorted(int(f) for f in st.fault_policy().retry)),
             account=site.account,
             partition=site.partition,
         )
@@ -178,7 +186,7 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
     failpoint("prepare.written")
 
     with claim.session() as s:
-        run = get_run(s, remote_id, [RunState.NEW, RunState.PENDING], "prepare")
+        run = get_run(s, remote_id, [RunState.NEW, RunState.PENDING], "prepare", lock=True)
         for start in range(0, len(good), BUILD_CHUNK):  # the bundle's line of each: its idx
             update_rows(s, RemoteComponent.__table__, [
                 {"id": cid, "idx": start + i, "state": ComponentState.PENDING, "fault": 0, "message": None}
@@ -194,19 +202,19 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
                 ],
             )  # fmt: skip
         if request is None:
-            run.state, run.prev_state = RunState.ERROR, RunState.NEW
-            run.fault = statistics.mode(b.fault for _, b in missing) if missing else int(Fault.DATA)
-            run.message = f"no component has its inputs ({len(missing)} missing or failed to build); nothing to run"
+            fault = statistics.mode(b.fault for _, b in missing) if missing else int(Fault.DATA)
+            move(run, RunState.ERROR, "prepare", fault=fault,
+                 message=f"no component has its inputs ({len(missing)} missing or failed to build); nothing to run")  # fmt: skip
         else:
-            run.state = RunState.PENDING
+            move(run, RunState.PENDING, "prepare", fault=0)
             run.path_base = str(path_base)
             run.job_name = job_name(run.stage, remote_id, attempt)
             run.req_nodes, run.req_seconds, run.nranks = request.nodes, request.seconds, request.nranks
             run.req_cores = request.nodes * site.cores_per_node
             run.cost_seconds, run.cost_source = cost, cost_source
-            run.fault, run.message = 0, None
     return Prepared(
         remote_id=remote_id,
+        state=str(RunState.PENDING if request else RunState.ERROR),
         path_base=str(path_base),
         n_components=len(good),
         n_missing=len(missing),
@@ -215,3 +223,60 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
         nranks=request.nranks if request else 0,
         n_configs=n_configs,
     )
+
+
+class PrepareStep(RunStep):
+    """prepare as the step loop drives it: new (or pending, named) -> pending."""
+
+    name = "prepare"
+
+    def __init__(self, states: Sequence[str], stage: str | None) -> None:
+        self.states = tuple(states)
+        self.stage = stage
+
+    def site_lock(self, app: App, run: RemoteRun) -> str | None:
+        return f"prepare:{run.site}" if app.site(run.site).max_prepared is not None else None
+
+    def hold(self, app: App, run: RemoteRun) -> str | None:
+        with app.db.read_session() as s:
+            return prepare_hold(app, s, run)
+
+    def work(self, app: App, claim: Claim, transport: object) -> Prepared:
+        t0 = time.perf_counter()
+        p = _prepare_claimed(app, claim, self.stage)
+        return replace(p, seconds=round(time.perf_counter() - t0, 3))
+
+    def failed(self, app: App, claim: Claim, err: Exception) -> Prepared:
+        """A run that cannot be prepared (disk full, a read-only workdir, a request over
+        max_walltime, a bug) goes to error with the reason; revert puts it back."""
+        text = printable(f"prepare: {describe(err)}")
+        with claim.session() as s:
+            r = get_run(s, claim.run.remote_id, lock=True)
+            if r.state in (RunState.NEW, RunState.PENDING):
+                move(r, RunState.ERROR, "prepare", fault=fault_of(err), message=text)
+            state = str(r.state)
+        return Prepared(claim.run.remote_id, state, None, 0, 0, error=text)
+
+
+def prepare_runs(
+    app: App, *, stage: str | None = None, remote_id: int | None = None, label: str | None = None, stop: Callable[[], bool] | None = None
+) -> StepReport:
+    """Prepare the run named by ``remote_id`` (new or pending), or every new run (of ``stage``,
+    of ``label``); one run's failure is recorded on that run and the others go on."""
+    if stage is not None:
+        get_stage(stage, app.config)  # an unknown stage is refused before anything else
+    with app.db.read_session() as s:
+        if remote_id is not None:
+            run = get_run(s, remote_id, PREPARABLE, "prepare")
+            if stage is not None and stage != run.stage:
+                raise StateError(f"remote_id {remote_id} is a {run.stage!r} run, not {stage!r}")
+            runs = [run]
+        else:
+            q = select(RemoteRun).where(RemoteRun.state == RunState.NEW).order_by(RemoteRun.remote_id)
+            if stage is not None:
+                q = q.where(RemoteRun.stage == stage)
+            if label is not None:
+                q = q.where(RemoteRun.label == label)
+            runs = list(s.scalars(q))
+    states = PREPARABLE if remote_id is not None else (RunState.NEW,)
+    return run_step(app, PrepareStep(states, stage), runs, named=remote_id is not None, stop=stop)
