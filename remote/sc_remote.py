@@ -431,12 +431,15 @@ class _HashingReader:
 def cmd_pack(args) -> int:
     roots = real_roots(args.root)
     paths = read_lines(sys.stdin.buffer)
-    for path in paths:
-        check_path(path, roots)
     out = sys.stdout.buffer
     tf = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8")
     with tf:
         for i, path in enumerate(paths):
+            if not within_roots(path, roots):
+                # a path that resolves outside the roots (a product swapped for a symlink, say)
+                # is not sent, like an absent file: the local side reports that product missing
+                sys.stderr.write("sc_remote.py pack: refused %r: not under any --root\n" % path)
+                continue
             try:
                 # O_NONBLOCK: opening a fifo must not hang (it is skipped just below)
                 fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))

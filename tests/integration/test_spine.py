@@ -92,22 +92,28 @@ def test_missing_local_input_marks_fault_5_and_the_rest_runs(cli):
     assert q(cli, "select count(*) from chip_result") == [(11,)]
 
 
-def test_component_failing_all_its_tries_is_abandoned_with_its_exit_code(cli):
+def test_a_data_fault_fails_at_once_is_revertable_and_abandoned_at_its_second_job(cli):
     rid = setup_run(cli, 8)
     raw = Path(q(cli, "select uri from imfile where imfile_id=3")[0][0])
     raw.write_bytes(b"SCRAW1 64 64\n" + b"\0" * 10)  # truncated pixels: a data fault
     run_to_end(cli, rid)
     assert q(cli, "select state, fault from remote_run") == [("error", 5)]
-    # the runner tried it twice inside the job (stage attempts, default 2): abandoned at once
-    assert q(cli, "select state, fault, exit_code, attempts from remote_component where stage_id=3") == [("abandoned", 5, 5, 1)]
+    # exit 5 is a data fault: not worth another try inside the job (only faults 2 and 6 are)
+    assert q(cli, "select state, fault, exit_code, attempts from remote_component where stage_id=3") == [("error", 5, 5, 1)]
     assert q(cli, "select count(*) from remote_component where state='full'") == [(7,)]
     log = (cli.site_root / "permanent" / "runs" / "chip.1.a1" / "results")
     rec = [json.loads(line) for f in log.glob("rank-*.jsonl") for line in f.read_text().splitlines()]
-    assert [r["attempts"] for r in rec if r["stage_id"] == 3] == [2]  # the runner retried once
+    assert [r["attempts"] for r in rec if r["stage_id"] == 3] == [1]
     out = cli("revert", "--remote-id", str(rid)).stdout
-    assert "0 component(s) requeued" in out
-    assert q(cli, "select state from remote_run") == [("full",)]  # nothing left to run
-    assert q(cli, "select state from remote_component where stage_id=3") == [("abandoned",)]
+    assert "error -> new (1 component(s) requeued, 0 abandoned)" in out
+    run_to_end(cli, rid)  # attempt 2: the input is still bad
+    assert q(cli, "select state, fault, attempt from remote_run") == [("error", 5, 2)]
+    out = cli("revert", "--remote-id", str(rid)).stdout
+    assert "error -> full (0 component(s) requeued, 1 abandoned)" in out
+    # nothing left to run, and the run says why it is not clean
+    state, fault, message = q(cli, "select state, fault, message from remote_run")[0]
+    assert (state, fault) == ("full", 5) and "1 of 8 component(s) abandoned" in message
+    assert q(cli, "select state, attempts from remote_component where stage_id=3") == [("abandoned", 2)]
     assert q(cli, "select count(*) from chip_result") == [(7,)]
 
 
@@ -117,8 +123,9 @@ def test_job_policy_ignore_goes_full_with_failures_recorded(cli):
     rid = cli.json("define", "--label", "ign", "--stage", "chip", "--job-policy", "ignore")["remote_id"]
     Path(q(cli, "select uri from imfile where imfile_id=2")[0][0]).write_bytes(b"garbage")
     run_to_end(cli, rid)
-    assert q(cli, "select state from remote_run") == [("full",)]
-    assert q(cli, "select state, fault from remote_component where stage_id=2") == [("abandoned", 5)]
+    assert q(cli, "select state, fault from remote_run") == [("full", 5)]
+    assert "1 failed, ignored by job_policy" in q(cli, "select message from remote_run")[0][0]
+    assert q(cli, "select state, fault from remote_component where stage_id=2") == [("error", 5)]
 
 
 def test_awkward_label_arguments_stay_one_argument_each(cli):
@@ -131,7 +138,7 @@ def test_awkward_label_arguments_stay_one_argument_each(cli):
     assert not list(cli.home.rglob("pwned*"))
 
 
-def test_bad_dbinfo_refused_names_file_and_line_and_changes_nothing(cli):
+def test_a_bad_dbinfo_record_is_refused_naming_file_and_line_and_fails_only_its_component(cli):
     rid = setup_run(cli, 6)
     cli("prepare", "chip", "--remote-id", str(rid))
     cli("exec", "--remote-id", str(rid))
@@ -147,13 +154,14 @@ def test_bad_dbinfo_refused_names_file_and_line_and_changes_nothing(cli):
     rec["dbinfo"]["values"]["mean"] = "0); DROP TABLE remote_run; --"
     lines[1] = json.dumps(rec)
     rank0.write_text("\n".join(lines) + "\n")
-    before = snapshot(cli)
     p = cli("poll", "--remote-id", str(rid), check=False)
-    assert p.returncode != 0
-    assert "rank-00000.jsonl:2:" in p.stderr and "mean" in p.stderr
-    after = snapshot(cli)
-    assert after == before  # not even last_poll moved
-    assert q(cli, "select state from remote_run") == [("run",)]
+    assert p.returncode == 0, p.stderr
+    assert q(cli, "select state, fault from remote_run") == [("error", 5)]
+    bad = q(cli, "select stage_id, state, fault, message from remote_component where state != 'full'")
+    assert [(b[0], b[1], b[2]) for b in bad] == [(rec["stage_id"], "error", 5)]
+    assert "rank-00000.jsonl:2: bad record:" in bad[0][3] and "'mean'" in bad[0][3]
+    assert q(cli, "select count(*) from chip_result") == [(5,)]
+    assert rec["stage_id"] not in [r[0] for r in q(cli, "select imfile_id from chip_result")]
 
 
 def test_replay_twice_changes_nothing(cli):
@@ -176,7 +184,7 @@ def test_replay_twice_changes_nothing(cli):
         from scbundle.db.models import RemoteRun
 
         run = s.get(RemoteRun, rid)
-        get_stage("chip", app.config).replay(s, run, [r.dbinfo for r in results.values()], build_context(app, run))
+        get_stage("chip", app.config).replay(s, run, [r.dbinfo for r in results.records.values()], build_context(app, run))
     assert snapshot(cli) == before
     p = cli("poll", "--remote-id", str(rid), check=False)
     assert p.returncode == 1 and "state 'full'" in p.stderr

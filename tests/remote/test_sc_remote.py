@@ -299,8 +299,11 @@ def test_pack_refuses_paths_outside_roots(area, bad):
     line = {"outside": str(outside / "secret"), "dotdot": f"{root}/../outside/secret",
             "symlink": str(root / "link"), "blank": "", "relative": "secret"}[bad]
     r = tool("pack", [root], f"{root / 'ok'}\n{line}\n".encode())
-    assert r.returncode == 3
-    assert r.stdout == b""  # refused before any byte of the stream
+    # the path is refused on its own (named on stderr) and the others still come back, so one
+    # product swapped for a symlink on the site fails its component, not the whole run
+    assert r.returncode == 0, r.stderr
+    assert b"refused" in r.stderr
+    assert sorted(read_tar(r.stdout)) == ["0"]
     assert b"secret" not in r.stdout
 
 

@@ -2,7 +2,6 @@ import json
 
 import pytest
 
-from scbundle.core.errors import DbinfoError
 from scbundle.stages.chip import ChipStage
 from scbundle.steps.replay import read_results
 
@@ -28,7 +27,7 @@ def write(tmp_path, *records):
 
 def test_good_records(tmp_path):
     p = write(tmp_path, rec(), rec(1, 102, exit=5, dbinfo=None))
-    res = read_results([p], STAGE, COMPONENTS)
+    res = read_results([p], STAGE, COMPONENTS).records
     assert res[0].good and res[0].dbinfo.values == {"mean": 1.5, "npix": 4096}
     assert not res[1].good and res[1].exit == 5
 
@@ -41,17 +40,42 @@ def test_good_records(tmp_path):
         (rec(dbinfo={"table": "chip_result", "key": {"imfile_id": 101}, "values": {"mean": "1; DROP TABLE remote_run"}}), "wants a finite number"),
         (rec(dbinfo={"table": "remote_run", "key": {"imfile_id": 101}, "values": {}}), "not one the chip stage writes"),
         (rec(dbinfo={"table": "chip_result", "key": {"imfile_id": 999}, "values": {}}), "not this component"),
-        (rec(index=7, stage_id=999), "not in this run"),
         (rec(stage_id=102), "is stage_id 101"),
         (rec(extra="x"), "unknown field"),
-        (rec(dbinfo={"table": "chip_result", "key": {"imfile_id": 101}, "values": {"mean": float("nan")}}), "finite"),
+        (rec(dbinfo={"table": "chip_result", "key": {"imfile_id": 101}, "values": {"mean": float("nan")}}), "not a number a record may hold"),
+        (rec(dbinfo={"table": "chip_result", "key": {"imfile_id": 101}, "values": {"npix": 10**30}}), "64-bit integer"),
+        (rec(dbinfo={"table": "chip_result", "key": {"imfile_id": 101}, "values": {"mean": 10**400}}), "out of range"),
+        (rec(start=float("inf")), "not a number a record may hold"),
+        (rec(end=10**30), "finite time"),
+        (rec(exit=10**30, dbinfo=None), "out of range"),
+        (rec(attempts=10**9), "out of range"),
     ],
 )
-def test_bad_records_name_file_and_line(tmp_path, bad, why):
+def test_a_bad_record_is_refused_alone_naming_file_and_line(tmp_path, bad, why):
+    """One bad record fails its own component (the run's other records stand): it names the
+    file and line, and a value out of a column's range never reaches the database."""
     p = write(tmp_path, rec(1, 102), bad)
-    with pytest.raises(DbinfoError, match=why) as ei:
-        read_results([p], STAGE, COMPONENTS)
-    assert f"{p}:2:" in str(ei.value)
+    res = read_results([p], STAGE, COMPONENTS)
+    assert set(res.records) == {1} and res.records[1].good
+    assert set(res.refused) == {0}
+    assert f"{p}:2: bad record:" in res.refused[0] and why in res.refused[0], res.refused[0]
+    assert not res.unattributed
+
+
+def test_a_record_nested_100000_deep_is_refused_not_a_crash(tmp_path):
+    p = tmp_path / "rank-00000.jsonl"
+    deep = '{"index": 0, "dbinfo": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    p.write_text(json.dumps(rec(1, 102)) + "\n" + deep + "\n")
+    res = read_results([p], STAGE, COMPONENTS)
+    assert set(res.records) == {1}
+    assert "nested too deep" in (res.refused.get(0) or " ".join(res.unattributed))
+
+
+def test_a_record_for_no_component_of_the_run_is_refused_unattributed(tmp_path):
+    p = write(tmp_path, rec(index=7, stage_id=999), rec(1, 102))
+    res = read_results([p], STAGE, COMPONENTS)
+    assert set(res.records) == {1} and not res.refused
+    assert len(res.unattributed) == 1 and "not in this run" in res.unattributed[0] and f"{p}:1:" in res.unattributed[0]
 
 
 def test_sql_looking_string_in_text_column_refused():
@@ -61,11 +85,12 @@ def test_sql_looking_string_in_text_column_refused():
     assert "plain token" in check_value("c", str, "x'); DROP TABLE remote_run; --")
 
 
-def test_not_json_and_duplicates(tmp_path):
+def test_not_json_not_utf8_and_duplicates(tmp_path):
     p = tmp_path / "rank-00001.jsonl"
-    p.write_text("{not json\n")
-    with pytest.raises(DbinfoError, match=r"rank-00001.jsonl:1:"):
-        read_results([p], STAGE, COMPONENTS)
+    p.write_bytes(b"{not json\n\xff\xfe\n")
+    res = read_results([p], STAGE, COMPONENTS)
+    assert not res.records and len(res.unattributed) == 2
+    assert "rank-00001.jsonl:1:" in res.unattributed[0] and "rank-00001.jsonl:2:" in res.unattributed[1]
     p.write_text(json.dumps(rec()) + "\n" + json.dumps(rec()) + "\n")
-    with pytest.raises(DbinfoError, match="reported twice"):
-        read_results([p], STAGE, COMPONENTS)
+    res = read_results([p], STAGE, COMPONENTS)
+    assert not res.records and "reported twice" in res.refused[0]

@@ -12,7 +12,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scbundle.core.errors import ConfigError, ScbundleError
-from scbundle.core.states import ComponentState, Fault, RunState
+from scbundle.core.states import (
+    DEFAULT_FAULT_MAP,
+    DEFAULT_RETRY_FAULTS,
+    ComponentState,
+    Fault,
+    FaultPolicy,
+    RunState,
+)
 from scbundle.db.models import Base, RemoteComponent, RemoteRun
 from scbundle.site.pathmap import PathMap
 
@@ -87,19 +94,33 @@ class DbinfoRecord:
     values: dict[str, object] = field(default_factory=dict)
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what an integer column holds on every backend
+FLOAT_MAX = 1.7976931348623157e308
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"
+
+
 def check_value(column: str, kind: type, value: object) -> str | None:
-    """None if ``value`` fits ``kind``; otherwise why not. Strings must be plain tokens."""
+    """None if ``value`` fits ``kind``; otherwise why not. Integers must fit 64 bits, numbers
+    must be finite, strings must be plain tokens."""
     if value is None:
         return None
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            return f"column {column!r} wants an integer, got {value!r}"
+            return f"column {column!r} wants an integer, got {_short(value)}"
+        if not INT64_MIN <= value <= INT64_MAX:
+            return f"column {column!r} wants a 64-bit integer, got {_short(value)} (out of range)"
     elif kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            return f"column {column!r} wants a finite number, got {value!r}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"column {column!r} wants a finite number, got {_short(value)}"
+        if isinstance(value, int) and not -FLOAT_MAX <= value <= FLOAT_MAX or isinstance(value, float) and not math.isfinite(value):
+            return f"column {column!r} wants a finite number, got {_short(value)} (out of range)"
     elif kind is str:
         if not isinstance(value, str) or not SAFE_TEXT.match(value):
-            return f"column {column!r} wants a plain token (letters, digits, _.:/+@-), got {value!r}"
+            return f"column {column!r} wants a plain token (letters, digits, _.:/+@-), got {_short(value)}"
     else:  # pragma: no cover - programming error in a stage definition
         return f"column {column!r} has unsupported type {kind}"
     return None
@@ -168,6 +189,14 @@ class Stage(ABC):
     #: the stage `scbundle advance` queues after this one (None: the end of the pipeline);
     #: a site's config may override it ([stages.NAME] next_stage)
     next_stage: str | None = None
+    #: the stage's programs' exit codes as faults (the operators' 2-6, timeout's 124 by
+    #: default; any other code is 1, unknown), and the faults a command is tried again for
+    #: inside the job; [stages.NAME] fault_map / retry_faults override both
+    fault_map: Mapping[int, int] = DEFAULT_FAULT_MAP
+    retry_faults: frozenset[int] = DEFAULT_RETRY_FAULTS
+
+    def fault_policy(self) -> FaultPolicy:
+        return FaultPolicy({int(k): Fault(v) for k, v in self.fault_map.items()}, frozenset(Fault(f) for f in self.retry_faults))
 
     @abstractmethod
     def pending_work(self, session: Session, limit: int | None) -> list[int]:

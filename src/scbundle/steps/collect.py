@@ -1,28 +1,44 @@
-"""Collecting one run's job: ask the scheduler; when the job is done, bring back its summary,
-results and the permanent products, and replay the results into the tables in one
-transaction. run -> full (or error with a fault). Re-running it after a crash repeats the
-pull and the replay, which change nothing the second time. poll and cancel use it.
+"""Collecting one run's job (poll and cancel use it): ask the scheduler; when the job is done,
+bring back its summary and rank files, read the results, bring back the permanent products
+of the components that succeeded (and only those), and replay the results into the tables in
+one transaction: run -> full, or error with a fault. Re-running it after a crash repeats the
+pulls and the replay, which change nothing the second time.
+
+A failed component's leftovers (a partial product) stay on the site: they never reach a
+product's destination, where a reader would take them for a result. Products arrive in a
+staging area under the run's path_base first and are moved to their destinations in the
+replay's transaction, only for components that end up full.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 from array import array
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
 
 from scbundle.core.app import App, utcnow
-from scbundle.core.errors import DbinfoError
+from scbundle.core.errors import DbinfoError, UnsafeArchiveError
 from scbundle.core.failpoints import failpoint
-from scbundle.core.states import ComponentState, Fault, RunState, fault_from_exit
+from scbundle.core.states import (
+    DEFAULT_POLICY,
+    ComponentState,
+    Fault,
+    FaultPolicy,
+    RunState,
+    settle,
+)
+from scbundle.core.text import printable
 from scbundle.db.bulk import update_rows
 from scbundle.db.claims import Claim
 from scbundle.db.models import RemoteComponent, RemoteRun
-from scbundle.db.runs import get_run
+from scbundle.db.runs import component_counts, get_run, move
 from scbundle.site import jobs
 from scbundle.site.layout import roots_args, tool_argv
 from scbundle.site.link import Transport
@@ -32,7 +48,7 @@ from scbundle.site.schedulers.base import JobState, JobStatus
 from scbundle.site.transfer import extract_returned
 from scbundle.stages.registry import get_stage
 from scbundle.steps.common import build_context, submit_context
-from scbundle.steps.replay import ComponentResult, gc_paused, read_results
+from scbundle.steps.replay import ComponentResult, Results, gc_paused, read_results
 
 
 @dataclass(frozen=True)
@@ -62,42 +78,115 @@ def _components_index(path_base: Path) -> dict[int, int]:
     return out
 
 
-def pull_results(app: App, run: RemoteRun, t: Transport) -> tuple[Path, set[int], array]:
-    """One pack invocation: job files into path_base/returned, products to their destinations.
+JOB_FILES = ("summary.json", "job.exit", "results/pre.json", "job.out")
 
-    Returns the returned/ directory, the product rows (by products.tsv line) that came back,
-    and the component index of each products.tsv row (what apply_results needs of the rows).
-    """
+
+def _pack(app: App, run: RemoteRun, t: Transport, wanted: Sequence[tuple[str, Path]], roots: Sequence[Path]) -> set[int]:
+    """One pack invocation: the remote paths of ``wanted`` into their local paths; returns
+    the indices (into ``wanted``) that came back."""
+    if not wanted:
+        return set()
     site = app.site(run.site)
     ctx = submit_context(app, run)
-    path_base = Path(run.path_base or "")
-    returned = path_base / "returned"
-    job_files = ["summary.json", "job.exit", "results/pre.json", "job.out"]
-    job_files += [f"results/rank-{r:05d}.jsonl" for r in range(run.nranks or 0)]
-    wanted: list[tuple[str, Path]] = [(f"{ctx.run_dir}/{rel}", returned / rel) for rel in job_files]
-    products = _products(path_base)
-    pm = PathMap.of(site.paths)
-    for _, remote, local in products:
-        if not pm.covers_local(local):
-            raise DbinfoError(f"{path_base / 'products.tsv'}: product destination {local} is outside the site's local roots")
-        wanted.append((remote, Path(local)))
     destinations = {i: dest for i, (_, dest) in enumerate(wanted)}
-    roots = [returned, *(Path(r) for r in pm.local_roots())]
-    returned.mkdir(parents=True, exist_ok=True)
-    for stale in returned.rglob("*"):
-        if stale.is_file():
-            stale.unlink()
     listing = "".join(remote + "\n" for remote, _ in wanted).encode()
-    got = {}
+    got: dict[str, set[int]] = {}
 
     def consume(stream) -> None:
-        got["r"] = extract_returned(stream, destinations, roots)
+        got["r"] = extract_returned(stream, destinations, roots).indices
 
     t.stream_out(tool_argv(site.python, ctx.tools_dir, "sc_remote.py", "pack", *roots_args(site)), consume, input=listing)
-    received = got["r"].indices
-    n_job = len(job_files)
-    owners = array("q", (idx for idx, _, _ in products))
-    return returned, {i - n_job for i in received if i >= n_job}, owners
+    return got["r"]
+
+
+def pull_job_files(app: App, run: RemoteRun, t: Transport) -> Path:
+    """The job's summary, exit marker, logs and rank files into path_base/returned (stale
+    copies of an earlier pull removed first); returns that directory."""
+    path_base = Path(run.path_base or "")
+    returned = path_base / "returned"
+    run_dir = submit_context(app, run).run_dir
+    rels = [*JOB_FILES, *(f"results/rank-{r:05d}.jsonl" for r in range(run.nranks or 0))]
+    returned.mkdir(parents=True, exist_ok=True)
+    for stale in returned.rglob("*"):
+        if stale.is_file() or stale.is_symlink():
+            stale.unlink()
+    _pack(app, run, t, [(f"{run_dir}/{rel}", returned / rel) for rel in rels], [returned])
+    return returned
+
+
+@dataclass
+class Products:
+    """A run's permanent products: the component index of each products.tsv row (``owners``),
+    the rows that came back (``back``), staged under path_base/returned/products until
+    ``deliver`` moves a full component's to their destinations."""
+
+    owners: array
+    back: set[int] = field(default_factory=set)
+    staged: dict[int, Path] = field(default_factory=dict)
+    destinations: dict[int, Path] = field(default_factory=dict)
+    roots: list[Path] = field(default_factory=list)
+
+    def deliver(self, components: Iterable[int]) -> None:
+        """Move the staged products of ``components`` to their destinations."""
+        want = set(components)
+        for row, src in self.staged.items():
+            if self.owners[row] in want:
+                _deliver(src, self.destinations[row], self.roots)
+
+
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    real = Path(os.path.realpath(path))
+    return any(real == r or r in real.parents for r in (Path(os.path.realpath(x)) for x in roots))
+
+
+def _deliver(src: Path, dest: Path, roots: Sequence[Path]) -> None:
+    """``src`` to ``dest`` atomically (a rename, or across filesystems a copy beside ``dest``
+    then a rename), refusing a destination that resolves outside ``roots``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not _inside(dest.parent, roots) or dest.is_symlink():
+        raise UnsafeArchiveError(f"destination {dest} resolves outside the site's local roots; refused")
+    try:
+        os.replace(src, dest)
+        return
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+    tmp = dest.with_name(f".{dest.name}.part.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+            shutil.copyfileobj(f, out, 1 << 20)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    src.unlink()
+
+
+def pull_products(app: App, run: RemoteRun, t: Transport, good: set[int]) -> Products:
+    """The permanent products of the components ``good`` (by index; the others' leftovers stay
+    on the site), staged under path_base/returned/products."""
+    site = app.site(run.site)
+    path_base = Path(run.path_base or "")
+    rows = _products(path_base)
+    pm = PathMap.of(site.paths)
+    stage_dir = path_base / "returned" / "products"
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    out = Products(array("q", (idx for idx, _, _ in rows)), roots=[Path(r) for r in pm.local_roots()])
+    wanted: list[tuple[str, Path]] = []
+    picked: list[int] = []
+    for row, (idx, remote, local) in enumerate(rows):
+        if not pm.covers_local(local):
+            raise DbinfoError(f"{path_base / 'products.tsv'}: product destination {local} is outside the site's local roots")
+        if idx in good:
+            out.destinations[row] = Path(local)
+            wanted.append((remote, stage_dir / str(row)))
+            picked.append(row)
+    for i in _pack(app, run, t, wanted, [stage_dir]):
+        row = picked[i]
+        out.back.add(row)
+        out.staged[row] = stage_dir / str(row)
+    return out
 
 
 def fault_for_missing(job: JobStatus | None) -> Fault:
@@ -108,14 +197,19 @@ def fault_for_missing(job: JobStatus | None) -> Fault:
     return Fault.SYSTEM
 
 
-def classify(res: ComponentResult | None, job: JobStatus | None, max_attempts: int) -> tuple[str, Fault, str | None]:
+def classify(
+    res: ComponentResult | None, job: JobStatus | None, max_attempts: int, policy: FaultPolicy = DEFAULT_POLICY
+) -> tuple[str, Fault, str | None]:
     """(component state, fault, message) for one component's result. Pure.
 
     - no result: error, fault by the job's end (6 for TIMEOUT, else 2);
     - stopped at its command limit or the job's deadline: error, fault 6;
     - stopped by SIGTERM: 6 if the job hit its walltime, else 2 (cancelled, preempted);
-    - a command that failed all its tries inside the job: abandoned, fault from its exit code;
-    - a post or dbinfo failure: error, fault from the exit code (5 when it is not a fault code).
+    - an input gone when it was to start: error, fault 2 (revertable: the next exec pushes it);
+    - a command that failed all its tries inside the job: abandoned, fault from its exit code
+      (the stage's fault map);
+    - a failure not tried again, a post or dbinfo failure: error, fault from the exit code (5
+      when the command exited 0 but its record is missing).
     """
     if res is None:
         why = f"no result from the job ({job.state}: {job.raw})" if job else "no result from the job"
@@ -127,9 +221,9 @@ def classify(res: ComponentResult | None, job: JobStatus | None, max_attempts: i
         return ComponentState.ERROR, Fault.TIMEOUT, text
     if res.phase == "signal":
         return ComponentState.ERROR, fault_for_missing(job), text
-    fault = fault_from_exit(res.exit) if res.exit != 0 else Fault.DATA
-    if fault == Fault.NONE or fault == Fault.UNKNOWN:
-        fault = Fault.UNKNOWN if res.exit != 0 else Fault.DATA
+    if res.phase == "input":
+        return ComponentState.ERROR, Fault.SYSTEM, text
+    fault = policy.fault(res.exit) if res.exit != 0 else Fault.DATA
     if res.phase == "command" and res.attempts >= max_attempts:
         return ComponentState.ABANDONED, fault, f"abandoned after {res.attempts} tries: {text}"[:2000]
     return ComponentState.ERROR, fault, text
@@ -141,7 +235,7 @@ REPLAY_CHUNK = 50_000  # components whose rows are built and written at a time
 def apply_results(
     app: App,
     remote_id: int,
-    results: dict[int, ComponentResult],
+    results: Results | dict[int, ComponentResult],
     products_back: set[int],
     owners: Sequence[int],
     *,
@@ -150,25 +244,33 @@ def apply_results(
     max_attempts: int = 2,
     usage: dict | None = None,
     claim: Claim | None = None,
+    products: Products | None = None,
 ) -> Polled:
-    """One transaction (the claim's, when the run is claimed): component states, the stage's
-    tables, the run's state. ``owners``: the component index of each products.tsv row;
-    ``products_back``: the rows whose product came back."""
+    """One transaction: component states, the stage's tables, the delivery of full components'
+    products, the run's state (settled from its components' counts). ``owners``: the
+    component index of each products.tsv row; ``products_back``: the rows whose product came
+    back. A refused record fails its component (fault 5) alone."""
+    res_all = results if isinstance(results, Results) else Results(records=dict(results))
+    records, refused = res_all.records, res_all.refused
     lost = {owners[r] for r in range(len(owners)) if r not in products_back}  # components missing a product
     with gc_paused(), claim.session() if claim else app.db.session() as s:
-        run = get_run(s, remote_id, [RunState.RUN], "poll")
+        run = get_run(s, remote_id, [RunState.RUN], "poll", lock=True)
         stage = get_stage(run.stage, app.config)
+        policy = stage.fault_policy()
         comps = s.execute(  # plain (id, idx) rows: no ORM objects for 10^5-10^6 components
             select(RemoteComponent.id, RemoteComponent.idx).where(RemoteComponent.remote_id == remote_id, RemoteComponent.state == ComponentState.RUN)
         ).all()
-        faults: Counter = Counter()
-        n_good, ctx = 0, build_context(app, run)
+        n_good = n_failed = 0
+        ctx = build_context(app, run)
         for start in range(0, len(comps), REPLAY_CHUNK):  # all in this one transaction; a chunk's rows at a time
-            changes, good_records = [], []
+            changes, good_records, good_idx = [], [], []
             for c in comps[start : start + REPLAY_CHUNK]:
-                res = results.get(c.idx) if c.idx is not None else None
-                state, fault, message = classify(res, job, max_attempts)
+                res = records.get(c.idx) if c.idx is not None else None
                 row: dict = {"id": c.id}
+                if c.idx in refused:
+                    state, fault, message = ComponentState.ERROR, Fault.DATA, printable(refused[c.idx])[:2000]
+                else:
+                    state, fault, message = classify(res, job, max_attempts, policy)
                 if res is not None:
                     row.update(exit_code=res.exit, rank=res.rank, host=res.host, t_start=res.start, t_end=res.end)
                     if state == ComponentState.FULL:
@@ -177,32 +279,29 @@ def apply_results(
                         else:
                             assert res.dbinfo is not None
                             good_records.append(res.dbinfo)
+                            good_idx.append(c.idx)
+                if message is not None:
+                    message = printable(message)
                 row.update(state=state, fault=int(fault), message=message)
-                if state != ComponentState.FULL:
-                    faults[int(fault)] += 1
+                n_failed += state != ComponentState.FULL
                 changes.append(row)
             update_rows(s, RemoteComponent.__table__, changes)
             stage.replay(s, run, good_records, ctx)
+            if products is not None:
+                products.deliver(good_idx)
             n_good += len(good_records)
-        # components that failed before the job (prepare: missing input, a stage that raised)
-        prior = Counter(
-            s.scalars(select(RemoteComponent.fault).where(RemoteComponent.remote_id == remote_id, RemoteComponent.state == ComponentState.ERROR))
-        )
-        for fault_code, n in faults.items():  # this poll's errors are already flushed among them
-            prior[fault_code] -= n
-        prior_errors = +prior or None
-        n_failed = sum(faults.values())
         run.last_poll = utcnow()
         if job is not None:
-            run.sched_state = job.raw[:64]
-        for key, value in (usage or {}).items():
-            setattr(run, key, value)
-        if (n_failed == 0 and prior_errors is None) or run.job_policy == "ignore":
-            run.state, run.fault, run.message = RunState.FULL, 0, (f"{n_failed} component(s) failed, ignored by job_policy" if n_failed else None)
-        else:
-            run.state, run.prev_state = RunState.ERROR, RunState.RUN
-            run.fault = (faults or prior_errors or Counter({int(Fault.DATA): 1})).most_common(1)[0][0]
-            run.message = f"{n_failed} of {len(comps)} component(s) failed ({job_note})"
+            run.sched_state = printable(job.raw)[:64]
+        if usage:
+            run.job_seconds = usage.get("job_seconds", run.job_seconds)
+            run.busy_core_seconds = usage.get("busy_core_seconds", run.busy_core_seconds)
+        s.flush()
+        note = job_note
+        if res_all.unattributed:
+            note += f"; {len(res_all.unattributed)} record(s) refused: {printable(res_all.unattributed[0])}"
+        state, fault, message = settle(component_counts(s, remote_id), job_policy=run.job_policy, note=note)
+        move(run, state, "poll", fault=fault, message=message)
         s.flush()
         failpoint("poll.replayed")  # written, not yet committed
         return Polled(remote_id, job_note, run.state, n_good, n_failed, run.message)
@@ -214,12 +313,16 @@ def accounting(summary: dict | None, threads: int) -> dict:
         return {}
     out = {}
     start, end = summary.get("job_start"), summary.get("job_end")
-    if isinstance(start, int | float) and isinstance(end, int | float) and end >= start:
+    if _finite(start) and _finite(end) and end >= start:
         out["job_seconds"] = float(end - start)
     busy = summary.get("busy_seconds")
-    if isinstance(busy, int | float) and not isinstance(busy, bool):
+    if _finite(busy) and busy >= 0:
         out["busy_core_seconds"] = float(busy) * threads
     return out
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and abs(x) < 1e18
 
 
 def _read_bundle(path_base: Path) -> dict:
@@ -230,38 +333,42 @@ def _read_bundle(path_base: Path) -> dict:
 
 
 def poll_run(app: App, run: RemoteRun, t: Transport, claim: Claim | None = None) -> Polled:
-    """Poll one run; its writes go through ``claim`` (the run's claim) when given."""
+    """Poll one run; when its job is over, collect it."""
     sched = scheduler_for(run.site, app.site(run.site))
     ctx = submit_context(app, run)
     view = jobs.status(t, sched, ctx, run.job_id or "")
     job = view.status
     if not view.finished:
         with claim.session() if claim else app.db.session() as s:
-            r = get_run(s, run.remote_id)
+            r = get_run(s, run.remote_id, lock=True)
             r.last_poll = utcnow()
-            r.sched_state = job.raw[:64]
+            r.sched_state = printable(job.raw)[:64]
+            if r.fault and r.state == RunState.RUN:  # an earlier poll's failure is over
+                r.fault, r.message = 0, None
         return Polled(run.remote_id, job.state, run.state)
-    returned, products_back, owners = pull_results(app, run, t)
-    failpoint("poll.pulled")
+    returned = pull_job_files(app, run, t)
     path_base = Path(run.path_base or "")
     stage = get_stage(run.stage, app.config)
     files = sorted((returned / "results").glob("rank-*.jsonl"))
     results = read_results(files, stage, _components_index(path_base))
+    good = {i for i, r in results.records.items() if r.good and i not in results.refused}
+    products = pull_products(app, run, t, good)
+    failpoint("poll.pulled")
     bundle = _read_bundle(path_base)
-    note = f"job {run.job_id} {job.state} ({job.raw})" + (
+    note = f"job {run.job_id} {job.state} ({printable(job.raw)})" + (
         f", exit {view.exit_marker}" if view.exit_marker is not None else ", no exit marker"
     )
     return apply_results(
-        app, run.remote_id, results, products_back, owners,
+        app, run.remote_id, results, products.back, products.owners,
         job=job, job_note=note, max_attempts=int(bundle.get("attempts", 2)),
-        usage=accounting(read_summary(path_base), int(bundle.get("threads", 1))), claim=claim,
+        usage=accounting(read_summary(path_base), int(bundle.get("threads", 1))), claim=claim, products=products,
     )  # fmt: skip
-
 
 
 def read_summary(path_base: Path) -> dict | None:
     p = path_base / "returned" / "summary.json"
     try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
+        summary = json.loads(p.read_text())
+    except (OSError, ValueError, RecursionError):
         return None
+    return summary if isinstance(summary, dict) else None

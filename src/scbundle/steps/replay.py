@@ -13,16 +13,16 @@ import math
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from scbundle.core.errors import DbinfoError
-from scbundle.stages.base import DbinfoRecord, Stage, check_value
+from scbundle.stages.base import INT64_MAX, INT64_MIN, DbinfoRecord, Stage, check_value
 
 # command / post: the program (or its post) exited non-zero; limit: stopped at the stage's
 # command_timeout; deadline: the job's walltime ran out (stopped, or never started);
-# signal: the rank was told to stop (SIGTERM: walltime or cancel) - see remote/sc_runner.py
-PHASES = ("command", "post", "limit", "deadline", "signal")
+# signal: the rank was told to stop (SIGTERM: walltime or cancel); input: an input was gone
+# when the component was to start - see remote/sc_runner.py
+PHASES = ("command", "post", "limit", "deadline", "signal", "input")
 _PHASE = {p: p for p in PHASES}
 STOPPED_PHASES = frozenset({"limit", "deadline", "signal"})
 
@@ -70,7 +70,7 @@ def validate_dbinfo(raw: object, stage: Stage, stage_id: int) -> DbinfoRecord:
         if kind is None:
             raise ValueError(f"unknown column {column!r} for table {raw['table']!r}")
         t = type(value)  # the common cases decided here (bool is not int by type); the rest by check_value
-        if not ((t is float and kind is float and math.isfinite(value)) or (t is int and (kind is int or kind is float))):
+        if not ((t is float and kind is float and math.isfinite(value)) or (t is int and (kind is int or kind is float) and INT64_MIN <= value <= INT64_MAX)):
             problem = check_value(column, kind, value)
             if problem:
                 raise ValueError(problem)
@@ -82,20 +82,40 @@ def _number(value: object, what: str, *, allow_none: bool = False) -> float | No
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} must be a number, got {value!r}")
+        raise ValueError(f"{what} must be a number, got {_show(value)}")
+    if isinstance(value, int) and abs(value) > 1e18 or isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite time, got {_show(value)}")
     return float(value)
 
 
-def _int(value: object, what: str, *, allow_none: bool = False) -> int | None:
+def _int(value: object, what: str, *, allow_none: bool = False, lo: int = 0, hi: int = 2**31 - 1) -> int | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what} must be an integer, got {value!r}")
+        raise ValueError(f"{what} must be an integer, got {_show(value)}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{what} {_show(value)} is out of range ({lo}..{hi})")
     return value
 
 
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number a record may hold")
+
+
 def parse_result_line(line: str, stage: Stage, components: Mapping[int, int]) -> ComponentResult:
-    rec = json.loads(line)
+    try:
+        rec = json.loads(line, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("the record is nested too deep") from None
+    return parse_record(rec, stage, components)
+
+
+def parse_record(rec: object, stage: Stage, components: Mapping[int, int]) -> ComponentResult:
     if not isinstance(rec, dict):
         raise ValueError("a result line must be a JSON object")
     extra = set(rec) - RESULT_FIELDS
@@ -108,7 +128,7 @@ def parse_result_line(line: str, stage: Stage, components: Mapping[int, int]) ->
     stage_id = _int(rec.get("stage_id"), "stage_id")
     if stage_id != components[index]:
         raise ValueError(f"index {index} is stage_id {components[index]} in this run, not {stage_id}")
-    exit_code = _int(rec.get("exit"), "exit")
+    exit_code = _int(rec.get("exit"), "exit", lo=-(2**31), hi=2**31 - 1)
     assert exit_code is not None
     given = rec.get("phase", "command")
     phase = _PHASE.get(given) if isinstance(given, str) else None  # the one str object of each phase
@@ -126,7 +146,7 @@ def parse_result_line(line: str, stage: Stage, components: Mapping[int, int]) ->
         stage_id=stage_id,
         rank=_int(rec.get("rank"), "rank", allow_none=True),
         host=sys.intern(host[:128]) if host else None,  # a few hundred hosts, shared
-        attempts=_int(rec.get("attempts", 1), "attempts") or 0,
+        attempts=_int(rec.get("attempts", 1), "attempts", hi=1000) or 0,
         exit=exit_code,
         phase=phase,
         start=_number(rec.get("start"), "start", allow_none=True),
@@ -150,32 +170,60 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def read_results(files: Sequence[Path], stage: Stage, components: Mapping[int, int]) -> dict[int, ComponentResult]:
-    """All result records of a job by component index; DbinfoError names file and line."""
+@dataclass
+class Results:
+    """What a job's rank files say: the good and failed records by component index, the
+    records refused (by index, when the line names a component of the run: file, line and
+    why), and the lines refused that name no component of the run."""
+
+    records: dict[int, ComponentResult] = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)
+    unattributed: list[str] = field(default_factory=list)
+
+
+def read_results(files: Sequence[Path], stage: Stage, components: Mapping[int, int]) -> Results:
+    """Every result record of a job; a bad record is refused on its own, naming file and line
+    (its component fails with fault 5; the others replay)."""
     with gc_paused():
         return _read_results(files, stage, components)
 
 
-def _read_results(files: Sequence[Path], stage: Stage, components: Mapping[int, int]) -> dict[int, ComponentResult]:
-    out: dict[int, ComponentResult] = {}
+def _index_of(line: bytes, components: Mapping[int, int]) -> int | None:
+    """The component a refused line speaks for, when it says so plainly."""
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    index = rec.get("index") if isinstance(rec, dict) else None
+    return index if type(index) is int and index in components else None
+
+
+def _read_results(files: Sequence[Path], stage: Stage, components: Mapping[int, int]) -> Results:
+    out = Results()
     for path in files:
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise DbinfoError(f"{path}: not UTF-8 text: {err}") from None
-        lines = text.split("\n")
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            if lineno == len(lines):
-                # no newline after it: a rank killed while writing (node failure); that
-                # component has no result, the rest of the file stands
-                continue
-            try:
-                res = parse_result_line(line, stage, components)
-            except ValueError as err:  # json errors are ValueErrors
-                raise DbinfoError(f"{path}:{lineno}: bad record: {err}") from None
-            if res.index in out:
-                raise DbinfoError(f"{path}:{lineno}: component index {res.index} reported twice")
-            out[res.index] = res
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if not raw.endswith(b"\n"):
+                    # no newline after it: a rank killed while writing (node failure); that
+                    # component has no result, the rest of the file stands
+                    continue
+                if not raw.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    res = parse_result_line(raw.decode("utf-8"), stage, components)
+                except ValueError as err:  # json errors, UnicodeDecodeError: ValueErrors
+                    why = f"{where}: bad record: {err}"
+                    index = _index_of(raw, components)
+                    if index is None:
+                        out.unattributed.append(why)
+                    else:
+                        out.refused.setdefault(index, why)
+                        out.records.pop(index, None)
+                    continue
+                if res.index in out.records or res.index in out.refused:
+                    out.refused[res.index] = f"{where}: component index {res.index} reported twice"
+                    out.records.pop(res.index, None)
+                    continue
+                out.records[res.index] = res
     return out
