@@ -160,6 +160,8 @@ def parse_dbinfo(data: bytes) -> dict:
         obj = json.loads(text, parse_constant=_reject_constant)
     except ValueError as e:
         raise ValueError("post stdout is not one JSON object: %s" % e)
+    except RecursionError:
+        raise ValueError("post stdout is JSON nested too deep")
     if not isinstance(obj, dict):
         raise ValueError("post stdout is JSON %s, not an object" % type(obj).__name__)
     return obj
@@ -461,6 +463,15 @@ def run_policy(bundle: dict, environ=None) -> dict:
     limit = bundle.get("command_timeout")
     if limit is not None and (not isinstance(limit, (int, float)) or isinstance(limit, bool) or limit <= 0):
         raise RunDirError("bundle.json: command_timeout must be a positive number or null")
+    fault_map = bundle.get("fault_map")  # absent (an older bundle): every failure is tried again
+    if fault_map is not None:
+        if not isinstance(fault_map, dict) or not all(
+                isinstance(k, str) and re.fullmatch(r"-?[0-9]{1,4}", k) and _is_int(v) for k, v in fault_map.items()):
+            raise RunDirError("bundle.json: fault_map must map exit codes to fault codes")
+        fault_map = {int(k): v for k, v in fault_map.items()}
+    retry_faults = bundle.get("retry_faults", [])
+    if not isinstance(retry_faults, list) or not all(_is_int(f) for f in retry_faults):
+        raise RunDirError("bundle.json: retry_faults must be a list of fault codes")
     deadline = None
     raw = env.get("SCB_DEADLINE", "")
     if raw:
@@ -468,7 +479,12 @@ def run_policy(bundle: dict, environ=None) -> dict:
             deadline = float(raw)
         except ValueError:
             raise RunDirError("SCB_DEADLINE=%r is not a number" % raw)
-    return {"attempts": attempts, "limit": limit, "deadline": deadline}
+    return {"attempts": attempts, "limit": limit, "deadline": deadline,
+            "fault_map": fault_map, "retry_faults": frozenset(retry_faults)}
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def cmd_run(args) -> int:
@@ -554,8 +570,19 @@ def _limit_now(policy):
     return limit, "limit"
 
 
+def retried(policy, code) -> bool:
+    """Whether a command that exited ``code`` is tried again: its fault (bundle.json's
+    fault_map, the stage's; 1 for a code it does not name) is one of retry_faults. A bundle
+    without a fault_map (older scbundle) tries every failure again."""
+    fault_map = policy.get("fault_map")
+    if fault_map is None:
+        return True
+    return fault_map.get(code, 1) in policy.get("retry_faults", ())
+
+
 def run_component(run, i, command, post, stage_id, grank, host, log, policy=None) -> dict:
-    policy = policy or {"attempts": DEFAULT_ATTEMPTS, "limit": None, "deadline": None}
+    policy = policy or {"attempts": DEFAULT_ATTEMPTS, "limit": None, "deadline": None,
+                        "fault_map": None, "retry_faults": frozenset()}
     start = time.time()
     attempts = 0
     code, error = 0, None
@@ -571,6 +598,8 @@ def run_component(run, i, command, post, stage_id, grank, host, log, policy=None
             error = tail or ("exit code %d" % code)
             if stopped:  # a command that ran out of time is not tried again
                 phase = why
+                break
+            if not retried(policy, code):  # the stage's fault for this code is not worth a retry
                 break
         dbinfo = None
         if code == 0:

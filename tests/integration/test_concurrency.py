@@ -308,7 +308,7 @@ def test_replay_cut_off_by_a_server_restart_rolls_back_and_a_later_poll_finishes
         pg.restart()  # every connection cut; the open transaction is rolled back by the server
         go.touch()
         _, stderr = poller.communicate(timeout=120)
-        assert poller.returncode == 1 and "poll failed, nothing changed" in stderr and "database" in stderr
+        assert poller.returncode == 1 and "poll failed, nothing replayed" in stderr and "database" in stderr
         assert e.q("select state from remote_run") == [("run",)]
         assert e.q("select state, count(*) from remote_component group by state") == [("run", 8)]
         assert e.q("select count(*) from chip_result") == [(0,)]

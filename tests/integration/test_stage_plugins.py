@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from pluginkit import install
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "stage-plugins.md"
 
@@ -50,17 +51,6 @@ def doc_files() -> dict[str, str]:
     files = dict(re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?)\n```", text, re.S))
     assert set(files) == {"pyproject.toml", "scbundle_rawsum/__init__.py"}, files.keys()
     return files
-
-
-def install(site: Path, name: str, version: str, entry_points: dict[str, str], files: dict[str, str]) -> None:
-    """Lay a distribution out as pip does: its files, and NAME-VERSION.dist-info beside them."""
-    for rel, text in files.items():
-        (site / rel).parent.mkdir(parents=True, exist_ok=True)
-        (site / rel).write_text(text)
-    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text("[scbundle.stages]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
 
 
 @pytest.fixture

@@ -92,3 +92,31 @@ def test_summary_carries_each_components_seconds(tmp_path):
     assert abs(summary["busy_seconds"] - sum(secs.values())) < 0.01
     assert summary["job_end"] - summary["job_start"] >= 5
 
+
+
+def test_only_the_faults_the_stage_retries_are_tried_again(tmp_path):
+    """bundle.json carries the stage's fault map and retried faults: exit 1 read as a data
+    fault (5) fails at once, exit 2 (a system fault) and a signal mapped to 2 are tried again,
+    an exit code the map does not name (fault 1) is not."""
+    cmds = [pyc("import sys; sys.exit(1)"), pyc("import sys; sys.exit(2)"), pyc("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"),
+            pyc("import sys; sys.exit(77)")]  # fmt: skip
+    run = with_policy(make_run(tmp_path / "run", cmds, [POST_OK] * 4), attempts=3,
+                      fault_map={"1": 5, "2": 2, "-9": 2}, retry_faults=[2, 6])  # fmt: skip
+    assert runner("run", run, "--rank", 0, "--offset", 0, "--ids", "0-3").returncode == 0
+    assert [(r["exit"], r["attempts"]) for r in records(run, 0)] == [(1, 1), (2, 3), (-9, 3), (77, 1)]
+
+
+def test_a_bundle_with_a_bad_fault_map_is_refused(tmp_path):
+    run = with_policy(make_run(tmp_path / "run", [pyc("pass")], [POST_OK]), fault_map={"one": 5})
+    p = runner("run", run, "--rank", 0, "--offset", 0, "--ids", "0")
+    assert p.returncode == 2 and "fault_map" in p.stderr
+
+
+def test_a_post_printing_json_nested_too_deep_fails_its_component_not_the_rank(tmp_path):
+    deep = pyc("print('[' * 100000 + ']' * 100000)")
+    ok = pyc("print('fine')")
+    run = make_run(tmp_path / "run", [ok, ok], [deep, POST_OK])
+    assert runner("run", run, "--rank", 0, "--offset", 0, "--ids", "0-1").returncode == 0
+    first, second = records(run, 0)
+    assert (first["phase"], first["exit"]) == ("post", 1) and "nested too deep" in first["error"]
+    assert second["exit"] == 0 and second["dbinfo"] is not None

@@ -30,6 +30,7 @@ from scbundle.stages.base import (
     Requirement,
     Stage,
 )
+from scbundle.stages.registry import STAGES
 
 NASTY = """a b; 'single' "double" $HOME `id` %t %o \\ end"""
 
@@ -141,11 +142,6 @@ class ProbeStage(Stage):
 class ProbeApp(App):
     probe: ProbeStage
 
-    def stage(self, name: str) -> Stage:
-        if name == "probe":
-            return self.probe
-        return super().stage(name)
-
 
 def probe_app(tmp: Path, probes: dict[int, Probe], *, scheduler: str = "slurm", permanent: Path | None = None,
               cores_per_node: int = 64, settings: StageSettings | None = None, python: str = "/usr/bin/python3",
@@ -171,4 +167,5 @@ def probe_app(tmp: Path, probes: dict[int, Probe], *, scheduler: str = "slurm", 
     ProbeBase.metadata.create_all(db.engine)
     app = ProbeApp(config, db)
     app.probe = ProbeStage(probes, tmp / "data", python)
+    STAGES.use("probe", lambda: app.probe)  # the stage registry answers "probe" with this one
     return app

@@ -1,7 +1,7 @@
 import pytest
 
 from scbundle.bundle.allocation import resource_request
-from scbundle.core.errors import BundleError
+from scbundle.core.errors import ConfigError
 
 
 def test_seed_figures_37200_commands():
@@ -26,11 +26,11 @@ def test_small_bundle_uses_no_more_ranks_than_commands():
 
 
 def test_over_walltime_is_refused_with_advice():
-    with pytest.raises(BundleError, match="--limit"):
+    with pytest.raises(ConfigError, match="--limit"):
         resource_request(37200, threads=2, cost_seconds=150, cores_per_node=24, fill_factor=0.8, max_nodes=1,
                          max_walltime_seconds=12 * 3600)
 
 
 def test_threads_wider_than_a_node_refused():
-    with pytest.raises(BundleError, match="do not fit"):
+    with pytest.raises(ConfigError, match="do not fit"):
         resource_request(10, threads=32, cost_seconds=1, cores_per_node=24, fill_factor=0.8, max_nodes=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scbundle.core.errors import BundleError
+from scbundle.core.errors import BundleError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,13 @@ def resource_request(
     if n_commands <= 0:
         raise BundleError("a bundle needs at least one command")
     if threads > cores_per_node:
-        raise BundleError(f"{threads} threads per command do not fit a {cores_per_node}-core node")
+        raise ConfigError(f"{threads} threads per command do not fit a {cores_per_node}-core node")
     node_need = n_commands * threads / cores_per_node
     cost_h = cost_seconds / 3600.0
     hours = int(node_need * cost_h / (fill_factor * max_nodes)) + 1
     nodes = min(max_nodes, int(node_need * cost_h / (fill_factor * hours)) + 1)
     if max_walltime_seconds is not None and hours * 3600 > max_walltime_seconds:
-        raise BundleError(
+        raise ConfigError(
             f"{n_commands} commands of {cost_seconds:g} s need {hours} h on {max_nodes} nodes, "
             f"over the site's max walltime of {max_walltime_seconds / 3600:g} h: define smaller runs (--limit)"
         )

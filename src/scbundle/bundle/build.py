@@ -38,6 +38,9 @@ class BundlePlan:
     command_timeout: float | None = None  # seconds a command may run before it is stopped (fault 6)
     account: str | None = None
     partition: str | None = None
+    # the stage's fault policy: exit code -> fault, and the faults tried again inside the job
+    fault_map: tuple[tuple[int, int], ...] = ((2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (124, 6))
+    retry_faults: tuple[int, ...] = (2, 6)
 
 
 def _tsv(rows: Sequence[Sequence[object]]) -> str:
@@ -158,6 +161,8 @@ class BundleWriter:
             "walltime_seconds": request.seconds,
             "attempts": plan.attempts,
             "command_timeout": plan.command_timeout,
+            "fault_map": {str(code): fault for code, fault in plan.fault_map},
+            "retry_faults": list(plan.retry_faults),
         }
         files["bundle.json"] = json.dumps(meta, indent=1, sort_keys=True) + "\n"
         files["job.sh"] = render(

@@ -180,6 +180,29 @@ class StageSettings(_Strict):
     # the stage `scbundle advance` queues after this one; unset: the stage's own (chip -> cam ->
     # warp -> stack); "" ends the pipeline here
     next_stage: str | None = None
+    # the stage's exit codes as faults, e.g. {"1" = 5, "137" = 2} (unset: the stage's own map;
+    # codes it does not name are 1, unknown), and the faults tried again inside the job
+    # (unset: the stage's own, by default 2 and 6)
+    fault_map: dict[str, int] | None = None
+    retry_faults: list[int] | None = None
+
+    @field_validator("fault_map")
+    @classmethod
+    def _fault_map(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        for code, fault in (v or {}).items():
+            if not re.fullmatch(r"-?\d{1,4}", code.strip()):
+                raise ValueError(f"exit code {code!r} is not an integer")
+            if not 1 <= fault <= 6:
+                raise ValueError(f"exit code {code} maps to fault {fault}: faults are 1-6")
+        return v
+
+    @field_validator("retry_faults")
+    @classmethod
+    def _retry_faults(cls, v: list[int] | None) -> list[int] | None:
+        bad = [f for f in v or [] if not 1 <= f <= 6]
+        if bad:
+            raise ValueError(f"faults {bad} are not 1-6")
+        return v
 
 
 class DaemonSettings(_Strict):

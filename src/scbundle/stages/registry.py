@@ -52,8 +52,9 @@ class StageRegistry(Mapping[str, type[Stage]]):
         self._entries, self._classes = None, {}
 
     def use(self, name: str, factory: Callable[[], Stage]) -> None:
-        """Answer ``name`` with ``factory()`` in this process (benches and tests: a stage variant)."""
-        self.entries()
+        """Answer ``name`` with ``factory()`` in this process (benches and tests: a stage
+        variant, or a stage defined in the test itself)."""
+        self.entries()[name] = [StageEntry(name, f"{factory!r}", "this process")]
         self._classes[name] = factory  # type: ignore[assignment]
 
     def entries(self) -> dict[str, list[StageEntry]]:
@@ -121,6 +122,10 @@ def get_stage(name: str, config: Config) -> Stage:
         stage.threads = settings.threads
     if settings.cost_seconds is not None:
         stage.cost_seconds = settings.cost_seconds
+    if settings.fault_map is not None:
+        stage.fault_map = {int(code): fault for code, fault in settings.fault_map.items()}
+    if settings.retry_faults is not None:
+        stage.retry_faults = frozenset(settings.retry_faults)
     return stage
 
 

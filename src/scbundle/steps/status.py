@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from rich.table import Table
 from sqlalchemy import func, select
 
 from scbundle.core.app import App
@@ -188,34 +187,6 @@ def component_statuses(app: App, remote_id: int, *, only_failed: bool = False) -
             )
             for c in s.scalars(q)
         ]  # fmt: skip
-
-
-def runs_table(rows: list[RunStatus]) -> Table:
-    t = Table(title="remote runs", title_justify="left")
-    for col in ("remote_id", "label", "stage", "state", "fault", "job_id", "Njobs", "Ngood", "Nfail", "Npend", "Nabandon", "last_poll"):
-        t.add_column(col, justify="right" if col[0].isupper() or col in ("remote_id", "fault") else "left")
-    style = {"full": "green", "error": "red", "auth": "yellow", "run": "cyan"}
-    for r in rows:
-        t.add_row(
-            str(r.remote_id), r.label, r.stage, f"[{style.get(r.state, '')}]{r.state}[/]" if r.state in style else r.state,
-            str(r.fault), r.job_id or "-", str(r.njobs), str(r.ngood), str(r.nfail), str(r.npending), str(r.nabandoned),
-            r.last_poll or "-",
-        )  # fmt: skip
-    return t
-
-
-def components_table(remote_id: int, rows: list[ComponentStatus], *, limit: int | None = 50) -> Table:
-    t = Table(title=f"components of remote_id {remote_id}", title_justify="left")
-    for col in ("stage_id", "state", "fault", "attempts", "exit", "rank", "seconds", "message"):
-        t.add_column(col)
-    for c in rows[:limit] if limit else rows:
-        t.add_row(
-            str(c.stage_id), c.state, str(c.fault), str(c.attempts), "-" if c.exit_code is None else str(c.exit_code),
-            "-" if c.rank is None else str(c.rank), "-" if c.seconds is None else f"{c.seconds:.3f}", c.message or "",
-        )  # fmt: skip
-    if limit and len(rows) > limit:
-        t.caption = f"{len(rows) - limit} more not shown (--all)"
-    return t
 
 
 def as_json(rows: list) -> list[dict]:

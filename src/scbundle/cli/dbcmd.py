@@ -1,0 +1,30 @@
+"""`scbundle db`: the local database's schema."""
+
+from __future__ import annotations
+
+import click
+
+from scbundle.cli.main import Ctx, cli, pass_ctx
+from scbundle.db.migrate import current_revision, head_revision, upgrade
+
+
+@cli.group()
+def db() -> None:
+    """The local database's schema."""
+
+
+@db.command("upgrade")
+@pass_ctx
+def db_upgrade(c: Ctx) -> None:
+    """Create or migrate the tables (Alembic) to the current schema."""
+    app = c.app(schema=False)
+    before, after = upgrade(app.db)
+    click.echo(f"database {app.db.display_url}: schema {before or 'empty'} -> {after}")
+
+
+@db.command("current")
+@pass_ctx
+def db_current(c: Ctx) -> None:
+    """Show the database's schema revision and the one this scbundle needs."""
+    app = c.app(schema=False)
+    click.echo(f"database {app.db.display_url}: schema {current_revision(app.db) or 'empty'} (this scbundle: {head_revision()})")

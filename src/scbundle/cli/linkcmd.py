@@ -1,0 +1,81 @@
+"""`scbundle link`: the human-authenticated OpenSSH masters of a site."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+
+import click
+
+from scbundle.cli.main import Ctx, cli, pass_ctx
+from scbundle.cli.render import emit_json, fmt_duration, link_table
+from scbundle.core.errors import ScbundleError
+
+
+@cli.group()
+def link() -> None:
+    """The link: one human-authenticated OpenSSH master per front end."""
+
+
+def _openssh(c: Ctx, site: str | None):
+    from scbundle.site.link.openssh import OpenSshLink
+
+    app = c.app(schema=False)
+    name = site or app.config.default_site
+    s = app.site(name)
+    if s.link != "ssh":
+        raise ScbundleError(f"site {name!r} has link = {s.link!r}: only ssh sites have a master to manage")
+    return OpenSshLink(name, s)
+
+
+@link.command("start")
+@click.argument("site", required=False)
+@pass_ctx
+def link_start(c: Ctx, site: str | None) -> None:
+    """Start the master(s): type the site's password / one-time code, then it goes to the background."""
+    lk = _openssh(c, site)
+    out = [lk.start(i) for i in range(len(lk.ssh.hosts))]
+    for m in out:
+        click.echo(f"link {m.site} -> {m.host} as {m.user}: up (master pid {m.pid})")
+
+
+@link.command("check")
+@click.argument("site", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def link_check(c: Ctx, site: str | None, as_json: bool) -> None:
+    """Up or down, since when, age, and time left before the site's drop. Exit 1 when down."""
+    from scbundle.core.app import make_console
+
+    lk = _openssh(c, site)
+    statuses = lk.check()
+    if as_json:
+        emit_json([{**asdict(m), "warn": m.warn} for m in statuses])
+    else:
+        make_console().print(link_table(statuses))
+        for m in statuses:
+            if m.warn:
+                click.echo(f"warning: the link to {m.host} drops in {fmt_duration(m.left_s)}: plan the maintenance (ops/maintain-link)", err=True)
+    if not all(m.up for m in statuses):
+        sys.exit(1)
+
+
+@link.command("stop")
+@click.argument("site", required=False)
+@pass_ctx
+def link_stop(c: Ctx, site: str | None) -> None:
+    """End the master(s) (sessions riding them end too)."""
+    lk = _openssh(c, site)
+    for m in lk.stop():
+        click.echo(f"link {m.site} -> {m.host}: {'still up' if m.up else 'down'}")
+
+
+@link.command("switch-user")
+@click.argument("name")
+@click.option("--site", default=None)
+@pass_ctx
+def link_switch_user(c: Ctx, name: str, site: str | None) -> None:
+    """Point the link at another user's ssh settings (takes effect at the next `link start`)."""
+    lk = _openssh(c, site)
+    lk.switch_user(name)
+    click.echo(f"link {lk.site_name}: user {name} (config {lk.conf_path(batch=False)})")
