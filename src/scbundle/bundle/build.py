@@ -38,6 +38,7 @@ class BundlePlan:
     command_timeout: float | None = None  # seconds a command may run before it is stopped (fault 6)
     account: str | None = None
     partition: str | None = None
+    installation: str | None = None  # the database's installation id (None: a run named before them)
 
 
 def _tsv(rows: Sequence[Sequence[object]]) -> str:
@@ -127,7 +128,7 @@ class BundleWriter:
         if not self.costs:
             raise BundleError("nothing to prepare: no component has its inputs", remote_id=plan.remote_id)
         self.close()
-        name = job_name(plan.stage, plan.remote_id, plan.attempt)
+        name = job_name(plan.stage, plan.remote_id, plan.attempt, plan.installation)
         env = environment()
         line_t = env.get_template("srun/line.j2")
         common = {"python": plan.python, "tools_dir": plan.tools_dir, "run_dir": plan.run_dir}
@@ -144,6 +145,7 @@ class BundleWriter:
         files["requirements.tsv"] = _tsv(sorted(self._reqs.values(), key=lambda r: r[1]))
         files["pre.cmds"] = "".join(_shell_line(["mkdir", "-p", d]) + "\n" for d in sorted(self._out_dirs))
         meta = {
+            "installation": plan.installation,  # the job's summary carries it back: poll knows its own job
             "remote_id": plan.remote_id,
             "stage": plan.stage,
             "attempt": plan.attempt,
