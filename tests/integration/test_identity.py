@@ -5,10 +5,19 @@ wrote. Real processes on the embedded `local` site, real SQLite."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import sqlite3
+import subprocess
+import sys
+import uuid
 from pathlib import Path
+
+import tomli_w
+from conftest import Cli
+
+from scbundle.core.config import embedded_default
 
 
 def q(cli, sql, *args):
@@ -105,3 +114,66 @@ def test_poll_refuses_a_run_directory_another_run_wrote_and_revert_finishes_the_
     means = [m for (m,) in q(cli, "select mean from chip_result")]
     assert len(means) == 4 and 12345.0 not in means
     assert not [local for _, local in products if Path(local).read_bytes() == b"FOREIGN"]  # its own job's products
+
+
+def start_daemon(env: dict, *args: str) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-m", "scbundle.cli", "daemon", "--loop-seconds", "30", *args], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    first = p.stdout.readline()  # type: ignore[union-attr]
+    assert "started" in first, first + p.communicate(timeout=30)[1]
+    return p
+
+
+def stopped(p: subprocess.Popen, timeout: float = 30) -> tuple[int, str]:
+    """The daemon's exit code and its last stderr line; it must stop on its own, well before
+    its next pass is due (--loop-seconds 30)."""
+    try:
+        _, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise AssertionError("the daemon went on running") from None
+    return p.returncode, (err.strip().splitlines() or [""])[-1]
+
+
+def test_a_daemon_whose_database_file_is_deleted_stops_with_one_line(cli):
+    cli("db", "upgrade")
+    ((inst,),) = q(cli, "select installation_id from installation")
+    p = start_daemon(cli.env)
+    for f in cli.home.glob("scbundle.db*"):
+        if f.is_file():
+            f.unlink()
+    code, line = stopped(p)
+    assert code != 0
+    assert line.startswith("scbundle: error: ") and str(cli.db_path) in line and "was deleted" in line and inst in line
+    assert not cli.db_path.exists()  # and it made no new, empty one
+
+
+def test_a_daemon_whose_database_file_is_replaced_by_another_stops(cli, tmp_path):
+    cli("db", "upgrade")
+    other = Cli(tmp_path / "other", {**cli.env, "SCBUNDLE_HOME": str(tmp_path / "other")})
+    other("db", "upgrade")
+    p = start_daemon(cli.env)
+    os.replace(other.db_path, cli.db_path)  # `mv other.db scbundle.db`: another database, same name
+    code, line = stopped(p)
+    assert code != 0 and str(cli.db_path) in line and "replaced by another file" in line
+
+
+def test_a_daemon_whose_postgresql_database_is_made_again_stops(cli, tmp_path, pg_server):
+    """dropdb, createdb, `scbundle db upgrade` under a running daemon: the server and the name
+    are the same, the installation id is not."""
+    name = f"daemon_{uuid.uuid4().hex[:8]}"
+    url = pg_server.create_database(name)
+    cfg = embedded_default(cli.home)
+    cfg["database"] = url
+    (tmp_path / "pg.toml").write_text(tomli_w.dumps(cfg))
+    env = {**cli.env, "SCBUNDLE_CONFIG": str(tmp_path / "pg.toml")}
+    Cli(cli.home, env)("db", "upgrade")
+    p = start_daemon(env)
+    pg_server.drop_database(name)  # WITH (FORCE): the daemon's connections are cut
+    pg_server.create_database(name)
+    Cli(cli.home, env)("db", "upgrade")
+    code, line = stopped(p)
+    assert code != 0 and line.startswith("scbundle: error: ") and (
+        "has no installation table any more" in line or "now its installation id is" in line  # before / after the upgrade
+    )

@@ -1,5 +1,10 @@
 """The daemon: prepare, exec, poll and advance in a loop, honouring the task switches, until
-SIGINT or SIGTERM, which stop it at the next step boundary (a step in progress always finishes)."""
+SIGINT or SIGTERM, which stop it at the next step boundary (a step in progress always finishes).
+
+Before each step, and every second while it waits, it checks that its database is still the
+one it started with (db/identity.py): a SQLite file deleted or replaced under it (its open
+connection would go on writing into the deleted file, lost), or a database whose installation
+id changed or vanished, stops it with one line and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -11,16 +16,28 @@ from collections.abc import Callable
 from sqlalchemy import select
 
 from scbundle.core.app import App
-from scbundle.core.errors import ScbundleError, StateError
+from scbundle.core.errors import DatabaseError, ScbundleError, StateError
 from scbundle.core.states import RunState
+from scbundle.db.identity import DatabaseIdentity, DatabaseReplaced, check_same, identity
 from scbundle.db.models import RemoteRun
+
+CHECK_EVERY_S = 1.0  # while waiting between passes: how often the database's identity is checked
 
 
 def _log(msg: str) -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} scbundle daemon: {msg}", flush=True)
 
 
-def one_pass(app: App, *, poll_seconds: float, label: str | None, prepare: bool, stop: threading.Event) -> None:
+def _still_mine(app: App, known: DatabaseIdentity, before: str) -> None:
+    try:
+        check_same(app.db, known)
+    except DatabaseReplaced as err:
+        raise DatabaseReplaced(f"{err}; the daemon stopped before {before}, writing nothing more") from None
+
+
+def one_pass(
+    app: App, *, poll_seconds: float, label: str | None, prepare: bool, stop: threading.Event, known: DatabaseIdentity
+) -> None:
     from scbundle.ops.tasks import is_enabled
     from scbundle.ops.throttle import HeldBack
     from scbundle.steps.exec import exec_runs
@@ -81,9 +98,25 @@ def one_pass(app: App, *, poll_seconds: float, label: str | None, prepare: bool,
         if stop.is_set():
             return
         try:
+            _still_mine(app, known, f"its {name} step")
             step()
+        except DatabaseReplaced:
+            raise
         except ScbundleError as err:
             _log(f"{name}: {err}")
+
+
+def _wait(app: App, stop: threading.Event, seconds: float, known: DatabaseIdentity) -> None:
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+        if stop.wait(min(CHECK_EVERY_S, left)):
+            return
+        try:
+            _still_mine(app, known, "its next pass")
+        except DatabaseReplaced:
+            raise
+        except DatabaseError:  # cannot be reached now (a server restarting): the next step says so
+            pass
 
 
 def run_daemon(app: App, *, once: bool = False, loop_seconds: float | None = None, poll_seconds: float | None = None) -> None:
@@ -97,14 +130,15 @@ def run_daemon(app: App, *, once: bool = False, loop_seconds: float | None = Non
             _log(f"{signal.Signals(signum).name}: stopping at the next step boundary")
         stop.set()
 
+    known = identity(app.db)
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    _log(f"started: loop every {loop_s:g} s, poll runs older than {poll_s:g} s")
+    _log(f"started: database installation {known.installation_id}, loop every {loop_s:g} s, poll runs older than {poll_s:g} s")
     try:
         while not stop.is_set():
-            one_pass(app, poll_seconds=poll_s, label=settings.label, prepare=settings.prepare, stop=stop)
+            one_pass(app, poll_seconds=poll_s, label=settings.label, prepare=settings.prepare, stop=stop, known=known)
             if once:
                 break
-            stop.wait(loop_s)
+            _wait(app, stop, loop_s, known)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
