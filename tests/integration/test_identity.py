@@ -76,6 +76,7 @@ def test_a_rebuilt_database_gets_a_new_job_and_its_own_results(cli):
     ((inst,),) = q(cli, "select installation_id from installation")
     assert json.loads((Path(new_dir) / "summary.json").read_text())["installation"] == inst
     assert Path(new_dir).parent.name == inst
+    assert cli("db", "current").stdout.strip().endswith(f"installation {inst}")  # the operator can see it
 
 
 def test_poll_refuses_a_run_directory_another_run_wrote_and_revert_finishes_the_run(cli):
