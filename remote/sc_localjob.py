@@ -6,7 +6,7 @@ Python 3 standard library only (3.9+), one file.
     python3 sc_localjob.py submit --registry DIR --name NAME --workdir RUN --output FILE
                                   [--path-prepend DIR] -- ARGV...
     python3 sc_localjob.py status --registry DIR [--name NAME ...] [--job JOBID ...]
-    python3 sc_localjob.py cancel --registry DIR [--grace SECONDS] JOBID
+    python3 sc_localjob.py cancel --registry DIR [--grace SECONDS] [--name NAME] JOBID
 
 The registry DIR holds, per job NAME:
 
@@ -26,6 +26,10 @@ record, waits for it and writes the exit record.  The job id is the job process'
 pid, which is also its process group id.  A job is RUNNING only if that pid is
 alive *and* its start time (field 22 of /proc/PID/stat, recorded at submit, plus
 the kernel boot id) still matches, so a reused pid is not taken for the job.
+
+A job id is a pid, and a month of jobs reuses pids: the local side asks for a job by its
+name (unique: it carries the database's installation id, remote_id and attempt), and a job
+asked for by id alone is the record submitted last among those holding that id.
 
 Exit codes: 0 ok; 1 submit failed to start the job; 2 usage error (bad workdir
 or output directory); 3 a refused job name.
@@ -225,13 +229,26 @@ def _job_names(reg: str):
     return sorted(e[: -len(".job")] for e in entries if e.endswith(".job") and len(e) > 4)
 
 
-def _find_by_id(reg: str, job_id: str):
+def _find_by_id(reg: str, job_id: str, name=None):
+    """The record of job JOBID (named NAME, when given). A job id is a pid, and pids are
+    reused: among several records holding it, the one submitted last is the job asked for
+    (the older ones ended long ago); with NAME, only that name's record can be."""
     job_id = str(job_id).strip()
+    if name is not None:
+        rec = _read_job(reg, name, wait=0.0) if _valid_name(name) else None
+        return (name, rec) if rec and str(rec.get("job_id")) == job_id else (None, None)
+    found = (None, None)
     for name in _job_names(reg):
         rec = _read_job(reg, name, wait=0.0)
         if rec and str(rec.get("job_id")) == job_id:
-            return name, rec
-    return None, None
+            if found[1] is None or _submitted(rec) >= _submitted(found[1]):
+                found = (name, rec)
+    return found
+
+
+def _submitted(rec) -> float:
+    t = rec.get("submitted")
+    return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else 0.0
 
 
 def _valid_name(name: str) -> bool:
@@ -516,9 +533,9 @@ def cmd_status(a) -> int:
 
 def cmd_cancel(a) -> int:
     reg = os.path.abspath(a.registry)
-    name, rec = _find_by_id(reg, a.jobid)
+    name, rec = _find_by_id(reg, a.jobid, a.name)
     if rec is None:
-        _err("cancel: no job %s in %s" % (a.jobid, reg))
+        _err("cancel: no job %s%s in %s" % (a.jobid, " named %s" % a.name if a.name else "", reg))
         return 0  # like scancel of an unknown job
     pid = int(rec["pid"])
     if not _alive(pid, rec.get("start_ticks"), rec.get("boot_id")):
@@ -572,6 +589,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cancel", help="kill a job's process group")
     c.add_argument("--registry", required=True)
     c.add_argument("--grace", type=float, default=DEFAULT_GRACE)
+    c.add_argument("--name", default=None, help="the job's name: only its record is looked at")
     c.add_argument("jobid")
     c.set_defaults(func=cmd_cancel)
     return p

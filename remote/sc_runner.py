@@ -205,6 +205,24 @@ def load_bundle(run: str) -> dict:
     return data
 
 
+IDENTITY = ("installation", "remote_id", "attempt", "job_name")
+
+
+def run_identity(bundle) -> dict:
+    """Whose run this job is (bundle.json's installation, remote_id, attempt, job_name): the
+    job's pre.json and summary.json carry it, so poll knows the job is its own."""
+    bundle = bundle if isinstance(bundle, dict) else {}
+    return {k: bundle.get(k) for k in IDENTITY}
+
+
+def _bundle_or_empty(run: str) -> dict:
+    try:
+        data = json.loads(_read_text(os.path.join(run, "bundle.json")))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def load_stage_ids(run: str) -> dict:
     """components.tsv as {index: stage_id}; stage_id is an int when it is decimal."""
     path = os.path.join(run, "components.tsv")
@@ -439,6 +457,7 @@ def cmd_pre(args) -> int:
                 failed.append({"line": i, "exit": code, "stderr": tail})
         log.flush()
     summary = {"n": n, "failed": failed, "seconds": round(time.time() - t0, 6)}
+    summary.update(run_identity(_bundle_or_empty(run)))
     try:
         write_json_atomic(os.path.join(results, "pre.json"), summary)
     except OSError as e:
@@ -694,8 +713,7 @@ def summarize(run: str) -> dict:
     secs = [r["end"] - r["start"] for r in best.values()
             if _num(r.get("start")) and _num(r.get("end"))]
     return {
-        "remote_id": bundle.get("remote_id"),
-        "job_name": bundle.get("job_name"),
+        **run_identity(bundle),
         "n_components": n,
         "n_good": n_good,
         "n_failed": len(best) - n_good,

@@ -23,11 +23,14 @@ and exits 0, whatever the scheduler said: the local side reads rc and the schedu
 message. Exit 2 for a usage error or an unusable RUN.
 
 status: prints {"exit_marker": "<RUN/job.exit content>" or null, "exit_marker_age": seconds
-since it was written or null, "summary": true|false,
+since it was written or null, "summary": true|false, "owner": whose job ran in RUN or null,
 "rc": N, "stdout": "...", "stderr": "..."} where rc/stdout/stderr are those of ARGV (the
 scheduler's status command, run with a 60 s limit; rc null when no ARGV is given). The
 job's own exit marker is the first truth about a job; the scheduler's word is second
-(squeue forgets finished jobs after MinJobAge).
+(squeue forgets finished jobs after MinJobAge). "owner" is {"installation", "remote_id",
+"attempt", "job_name"} as the last job that ran in RUN wrote them (results/pre.json at its
+start, else summary.json), null when neither holds a JSON object: poll takes no results from
+a run directory whose owner is another run's.
 """
 
 import argparse
@@ -90,6 +93,22 @@ def cmd_submit(run, argv):
         return _reply({"rc": rc, "stdout": out, "stderr": err[-STDERR_KEEP:], "reused": False})
 
 
+OWNER_FIELDS = ("installation", "remote_id", "attempt", "job_name")
+OWNER_READ_LIMIT = 1 << 20  # pre.json is small; a summary.json this large is read no further
+
+
+def _owner(run):
+    for rel in ("results/pre.json", "summary.json"):
+        try:
+            with open(os.path.join(run, rel), "rb") as f:
+                doc = json.loads(f.read(OWNER_READ_LIMIT + 1)[:OWNER_READ_LIMIT])
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict):
+            return {k: doc.get(k) for k in OWNER_FIELDS}
+    return None
+
+
 def cmd_status(run, argv):
     age = None
     try:
@@ -100,6 +119,7 @@ def cmd_status(run, argv):
         marker = None
     reply = {"exit_marker": marker, "exit_marker_age": age,
              "summary": os.path.isfile(os.path.join(run, "summary.json")),
+             "owner": _owner(run),
              "rc": None, "stdout": "", "stderr": ""}
     if argv:
         rc, out, err = _run(argv, run, timeout=STATUS_TIMEOUT)

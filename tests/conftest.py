@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -38,6 +39,19 @@ class Cli:
     @property
     def site_root(self) -> Path:
         return self.home / "site-local"
+
+    def run_dir(self, remote_id: int = 1) -> Path:
+        """The run's directory on the local site, as prepare gave it (it carries the
+        database's installation id)."""
+        with sqlite3.connect(self.db_path) as c:
+            row = c.execute("select remote_dir from remote_run where remote_id = ?", (remote_id,)).fetchone()
+        assert row and row[0], f"remote_id {remote_id} has no run directory yet"
+        return Path(row[0])
+
+    def job_files(self) -> list[str]:
+        """The local scheduler's registry records the runs' job names should have, sorted."""
+        with sqlite3.connect(self.db_path) as c:
+            return sorted(f"{n}.job" for (n,) in c.execute("select job_name from remote_run where job_name is not null"))
 
 
 @pytest.fixture

@@ -96,9 +96,9 @@ def seed(env: Env, runs: int, per_run: int) -> list[int]:
 
 def wait_for_jobs(env: Env, rids: list[int], timeout: float = 240) -> None:
     """Until every run's job wrote its exit marker (the local site runs them on this machine)."""
-    runs = env.cli.site_root / "permanent" / "runs"
+    dirs = {rid: Path(d) for rid, d in env.q("select remote_id, remote_dir from remote_run")}
     deadline = time.monotonic() + timeout
-    while not all((runs / f"chip.{rid}.a1" / "job.exit").exists() for rid in rids):
+    while not all((dirs[rid] / "job.exit").exists() for rid in rids):
         assert time.monotonic() < deadline, "jobs did not finish"
         time.sleep(0.2)
 
@@ -148,7 +148,7 @@ def test_four_processes_prepare_exec_poll_the_same_runs_once_each(env):
     subs = [e for _, out, _ in executed for e in json.loads(out)]
     assert Counter(e["remote_id"] for e in subs) == Counter(rids) and all(e["error"] is None for e in subs)
     jobs = sorted(p.name for p in (env.cli.site_root / "permanent" / "jobs").glob("*.job"))
-    assert jobs == sorted(f"scb-chip-{rid}-a1.job" for rid in rids)  # one job per run
+    assert jobs == sorted(f"{n}.job" for (n,) in env.q("select job_name from remote_run")) and len(jobs) == len(rids)  # one job per run
     assert env.q("select state, count(*), sum(attempts) from remote_component group by state") == [("run", 30, 30)]
 
     wait_for_jobs(env, rids)
@@ -283,7 +283,7 @@ def test_killed_inside_a_claim_the_rerun_finishes_once(env, point):
     assert env.q("select state from remote_run") == [("full",)]
     assert env.q("select count(*), sum(attempts) from remote_component where state = 'full'") == [(6, 6)]
     assert env.q("select count(*) from chip_result") == [(6,)]
-    assert [j.name for j in (env.cli.site_root / "permanent" / "jobs").glob("*.job")] == [f"scb-chip-{rid}-a1.job"]
+    assert [j.name for j in (env.cli.site_root / "permanent" / "jobs").glob("*.job")] == [f"{env.q('select job_name from remote_run')[0][0]}.job"]
 
 
 # --- the database server restarted under a replay ---------------------------------------------

@@ -126,7 +126,7 @@ def test_identical_warps_stack_to_the_warp(cli, tmp_path):
 
 
 def test_exposure_with_a_failed_chip_does_not_advance_and_status_says_why(cli):
-    rid = chip_run_to_end(cli, 16, corrupt=[3])  # exposure 1 (imfiles 1-8) loses chip xy03
+    chip_run_to_end(cli, 16, corrupt=[3])  # exposure 1 (imfiles 1-8) loses chip xy03
     # the failure was abandoned in the job: nothing is left to run, the run is full and says so
     state, fault, message = q(cli, "select state, fault, message from remote_run")[0]
     assert (state, fault) == ("full", 5) and "1 of 16 component(s) abandoned" in message

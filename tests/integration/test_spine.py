@@ -50,7 +50,7 @@ def test_demo_carries_240_components_to_full(cli):
     assert not list((cli.home / "data" / "chip").rglob("*.ch.proc"))
     assert len(list((cli.site_root / "scratch" / "data" / "chip").rglob("*.ch.proc"))) == 240
     # one result file per rank, not one per component
-    run_dir = cli.site_root / "permanent" / "runs" / "chip.1.a1"
+    run_dir = cli.run_dir(1)
     nranks = json.loads((run_dir / "bundle.json").read_text())["nranks"]
     assert len(list((run_dir / "results").glob("rank-*.jsonl"))) <= nranks
     assert (run_dir / "job.exit").read_text().strip() == "0"
@@ -101,7 +101,7 @@ def test_a_data_fault_fails_at_once_is_revertable_and_abandoned_at_its_second_jo
     # exit 5 is a data fault: not worth another try inside the job (only faults 2 and 6 are)
     assert q(cli, "select state, fault, exit_code, attempts from remote_component where stage_id=3") == [("error", 5, 5, 1)]
     assert q(cli, "select count(*) from remote_component where state='full'") == [(7,)]
-    log = (cli.site_root / "permanent" / "runs" / "chip.1.a1" / "results")
+    log = cli.run_dir(1) / "results"
     rec = [json.loads(line) for f in log.glob("rank-*.jsonl") for line in f.read_text().splitlines()]
     assert [r["attempts"] for r in rec if r["stage_id"] == 3] == [1]
     out = cli("revert", "--remote-id", str(rid)).stdout
@@ -142,7 +142,7 @@ def test_a_bad_dbinfo_record_is_refused_naming_file_and_line_and_fails_only_its_
     rid = setup_run(cli, 6)
     cli("prepare", "chip", "--remote-id", str(rid))
     cli("exec", "--remote-id", str(rid))
-    run_dir = cli.site_root / "permanent" / "runs" / "chip.1.a1"
+    run_dir = cli.run_dir(rid)
     import time
 
     deadline = time.time() + 120
@@ -203,7 +203,7 @@ def test_killed_between_steps_rerun_finishes_once(cli, point):
     assert q(cli, "select count(*), sum(attempts) from remote_component where state='full'") == [(10, 10)]
     assert q(cli, "select count(*) from chip_result") == [(10,)]
     jobs = list((cli.site_root / "permanent" / "jobs").glob("*.job"))
-    assert [j.name for j in jobs] == ["scb-chip-1-a1.job"]  # one job, never two
-    results = cli.site_root / "permanent" / "runs" / "chip.1.a1" / "results"
+    assert [j.name for j in jobs] == cli.job_files() and jobs[0].name.startswith("scb-chip-1-a1-")  # one job, never two
+    results = cli.run_dir(1) / "results"
     recs = [json.loads(x) for f in results.glob("rank-*.jsonl") for x in f.read_text().splitlines()]
     assert sorted(r["index"] for r in recs) == list(range(10))  # each component ran once

@@ -83,7 +83,7 @@ def test_daemon_polls_a_run_only_when_its_last_poll_is_old_enough(cli):
     cli("define", "--label", "p", "--stage", "chip")
     cli("prepare", "chip", "--remote-id", "1")
     cli("exec", "--remote-id", "1")
-    exit_marker = cli.site_root / "permanent" / "runs" / "chip.1.a1" / "job.exit"
+    exit_marker = cli.run_dir(1) / "job.exit"
     deadline = time.time() + 120
     while not exit_marker.exists() and time.time() < deadline:
         time.sleep(0.2)

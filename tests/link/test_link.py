@@ -68,7 +68,7 @@ def test_demo_bundle_through_the_site_to_full(sshenv):
     assert sshenv.q("select state from remote_run") == [("full",)]
     assert sshenv.q("select count(*) from chip_result") == [(200,)]
     # the job ran as the site user on the front end, and wrote its summary there
-    run_dir = sshenv.permanent / "runs" / f"chip.{rid}.a1"
+    (run_dir,) = sshenv.permanent.glob(f"runs/*/chip.{rid}.a1")  # runs/<installation id>/
     assert json.loads((run_dir / "summary.json").read_text())["n_good"] == 200
     assert run_dir.stat().st_uid == int(os.popen(f"id -u {sshenv.user}").read())
 
@@ -146,10 +146,11 @@ def test_master_killed_between_submit_and_recording_job_id_no_second_job(sshenv)
     sshenv.cli("revert", "--auth")
     sshenv.cli("exec", "--remote-id", str(rid))
     jobs = sorted((sshenv.permanent / "jobs").glob("*.job"))
-    assert [j.name for j in jobs] == [f"scb-chip-{rid}-a1.job"]
+    assert [j.name for j in jobs] == [f"{sshenv.q('select job_name from remote_run')[0][0]}.job"]
     assert sshenv.q("select job_id from remote_run")[0][0] == str(json.loads(jobs[0].read_text())["job_id"])
     sshenv.cli("poll", "--remote-id", str(rid), "--wait", "120")
-    results = sshenv.permanent / "runs" / f"chip.{rid}.a1" / "results"
+    (run_dir,) = sshenv.permanent.glob(f"runs/*/chip.{rid}.a1")
+    results = run_dir / "results"
     recs = [json.loads(x) for f in results.glob("rank-*.jsonl") for x in f.read_text().splitlines()]
     assert sorted(r["index"] for r in recs) == list(range(6))
     assert sshenv.q("select state from remote_run") == [("full",)]

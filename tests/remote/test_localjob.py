@@ -204,6 +204,23 @@ def test_reused_pid_is_not_taken_for_the_job(site):
     assert lj("cancel", "--registry", site.reg, os.getpid()).returncode == 0
 
 
+def test_a_reused_job_id_is_the_job_submitted_last_and_a_name_pins_it(site):
+    """Job ids are pids and pids come round again: an old record (a job that ended long ago,
+    of this or an earlier database) holding the same id is not the job asked for."""
+    r = site.submit("scb-new", "sleep 30\n")
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip()
+    _fake_record(site, "scb-aaa-old", int(job_id), 1)  # sorts first, submitted a minute earlier
+    (site.reg / "scb-aaa-old.exit").write_text(json.dumps({"exit": 3, "ended": time.time() - 50}))
+    assert site.status("--job", job_id) == [f"{job_id}|scb-new|RUNNING|"]
+    assert site.status("--name", "scb-aaa-old") == [f"{job_id}|scb-aaa-old|FAILED|3"]
+    # cancel of the old one by name leaves the running job alone; by its own name, it goes
+    assert lj("cancel", "--registry", site.reg, "--name", "scb-aaa-old", job_id).returncode == 0
+    assert site.state("scb-new")[2] == "RUNNING"
+    assert lj("cancel", "--registry", site.reg, "--name", "scb-new", job_id).returncode == 0
+    assert site.wait_state("scb-new")[2] == "FAILED"
+
+
 def test_unknown_names_and_ids(site):
     site.reg.mkdir()
     assert site.status("--name", "nope", "--job", "424242") == ["|nope||", "424242|||"]

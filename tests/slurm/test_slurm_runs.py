@@ -119,7 +119,8 @@ def test_config_over_60000_bytes_runs_as_several_concurrent_steps(slurm_cluster,
     firsts = [min(v) for v in spans.values()]
     lasts = [max(v) for v in spans.values()]
     assert max(firsts) < min(lasts), "the srun steps ran one after another"
-    job_out = (deep / "runs" / f"probe.{rid}.a1" / "job.out").read_text()
+    (run_dir,) = deep.glob(f"runs/*/probe.{rid}.a1")  # runs/<installation id>/
+    job_out = (run_dir / "job.out").read_text()
     assert "ends" in job_out and "step creation temporarily disabled" not in job_out  # srun's word for waiting
 
 
@@ -129,7 +130,8 @@ def test_scancel_from_outside_keeps_finished_components(slurm_cluster, tmp_path)
     app = probe_app(tmp_path, probes, cores_per_node=4)  # 4 ranks: the quick ones first
     rid = start(app)
     job_id = q(app, "select job_id from remote_run")[0][0]
-    run_dir = tmp_path / "perm" / "runs" / f"probe.{rid}.a1" / "results"
+    (run_dir,) = (tmp_path / "perm").glob(f"runs/*/probe.{rid}.a1")  # runs/<installation id>/
+    run_dir = run_dir / "results"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:  # wait until the quick ones have their records
         done = sum(1 for f in run_dir.glob("rank-*.jsonl") for _ in f.read_text().splitlines()) if run_dir.exists() else 0

@@ -41,6 +41,7 @@ class BundlePlan:
     # the stage's fault policy: exit code -> fault, and the faults tried again inside the job
     fault_map: tuple[tuple[int, int], ...] = ((2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (124, 6))
     retry_faults: tuple[int, ...] = (2, 6)
+    installation: str | None = None  # the database's installation id (None: a run named before them)
 
 
 def _tsv(rows: Sequence[Sequence[object]]) -> str:
@@ -130,7 +131,7 @@ class BundleWriter:
         if not self.costs:
             raise BundleError("nothing to prepare: no component has its inputs", remote_id=plan.remote_id)
         self.close()
-        name = job_name(plan.stage, plan.remote_id, plan.attempt)
+        name = job_name(plan.stage, plan.remote_id, plan.attempt, plan.installation)
         env = environment()
         line_t = env.get_template("srun/line.j2")
         common = {"python": plan.python, "tools_dir": plan.tools_dir, "run_dir": plan.run_dir}
@@ -147,6 +148,7 @@ class BundleWriter:
         files["requirements.tsv"] = _tsv(sorted(self._reqs.values(), key=lambda r: r[1]))
         files["pre.cmds"] = "".join(_shell_line(["mkdir", "-p", d]) + "\n" for d in sorted(self._out_dirs))
         meta = {
+            "installation": plan.installation,  # the job's summary carries it back: poll knows its own job
             "remote_id": plan.remote_id,
             "stage": plan.stage,
             "attempt": plan.attempt,

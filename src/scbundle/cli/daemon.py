@@ -1,5 +1,10 @@
 """The daemon: prepare, exec, poll and advance in a loop, honouring the task switches, until
-SIGINT or SIGTERM, which stop it at the next step boundary (a step in progress always finishes)."""
+SIGINT or SIGTERM, which stop it at the next step boundary (a step in progress always finishes).
+
+Before each step, and every second while it waits, it checks that its database is still the
+one it started with (db/identity.py): a SQLite file deleted or replaced under it (its open
+connection would go on writing into the deleted file, lost), or a database whose installation
+id changed or vanished, stops it with one line and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -7,17 +12,20 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import click
 
 from scbundle.cli.main import Ctx, cli, pass_ctx
 from scbundle.core.app import App
-from scbundle.core.errors import ScbundleError
+from scbundle.core.errors import DatabaseError, ScbundleError
 from scbundle.core.states import RunState
 from scbundle.core.text import printable
+from scbundle.db.identity import DatabaseIdentity, DatabaseReplaced, check_same, identity
 
 log = logging.getLogger("scbundle.daemon")
+CHECK_EVERY_S = 1.0  # while waiting between passes: how often the database's identity is checked
 
 
 def _log(msg: str) -> None:
@@ -34,7 +42,16 @@ def configure_logging() -> None:
     root.propagate = False
 
 
-def one_pass(app: App, *, poll_seconds: float, label: str | None, prepare: bool, stop: threading.Event) -> None:
+def _still_mine(app: App, known: DatabaseIdentity, before: str) -> None:
+    try:
+        check_same(app.db, known)
+    except DatabaseReplaced as err:
+        raise DatabaseReplaced(f"{err}; the daemon stopped before {before}, writing nothing more") from None
+
+
+def one_pass(
+    app: App, *, poll_seconds: float, label: str | None, prepare: bool, stop: threading.Event, known: DatabaseIdentity
+) -> None:
     from scbundle.steps.exec import exec_runs
     from scbundle.steps.poll import poll_runs
     from scbundle.steps.prepare import prepare_runs
@@ -75,12 +92,28 @@ def one_pass(app: App, *, poll_seconds: float, label: str | None, prepare: bool,
         if stop.is_set():
             return
         try:
+            _still_mine(app, known, f"its {name} step")
             step()
+        except DatabaseReplaced:
+            raise
         except ScbundleError as err:
             _log(f"{name}: {err}")
         except Exception as err:  # noqa: BLE001 - the daemon never dies of one step's failure
             log.exception("%s failed", name)
             _log(f"{name}: {type(err).__name__}: {err} (the next pass tries again)")
+
+
+def _wait(app: App, stop: threading.Event, seconds: float, known: DatabaseIdentity) -> None:
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+        if stop.wait(min(CHECK_EVERY_S, left)):
+            return
+        try:
+            _still_mine(app, known, "its next pass")
+        except DatabaseReplaced:
+            raise
+        except DatabaseError:  # cannot be reached now (a server restarting): the next step says so
+            pass
 
 
 def run_daemon(app: App, *, once: bool = False, loop_seconds: float | None = None, poll_seconds: float | None = None) -> None:
@@ -95,14 +128,15 @@ def run_daemon(app: App, *, once: bool = False, loop_seconds: float | None = Non
         stop.set()
 
     configure_logging()
+    known = identity(app.db)
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    _log(f"started: loop every {loop_s:g} s, poll runs older than {poll_s:g} s")
+    _log(f"started: database installation {known.installation_id}, loop every {loop_s:g} s, poll runs older than {poll_s:g} s")
     try:
         while not stop.is_set():
-            one_pass(app, poll_seconds=poll_s, label=settings.label, prepare=settings.prepare, stop=stop)
+            one_pass(app, poll_seconds=poll_s, label=settings.label, prepare=settings.prepare, stop=stop, known=known)
             if once:
                 break
-            stop.wait(loop_s)
+            _wait(app, stop, loop_s, known)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)

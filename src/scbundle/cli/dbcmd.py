@@ -26,5 +26,12 @@ def db_upgrade(c: Ctx) -> None:
 @pass_ctx
 def db_current(c: Ctx) -> None:
     """Show the database's schema revision and the one this scbundle needs."""
+    from scbundle.db.identity import installation_id
+
     app = c.app(schema=False)
-    click.echo(f"database {app.db.display_url}: schema {current_revision(app.db) or 'empty'} (this scbundle: {head_revision()})")
+    have = current_revision(app.db)
+    inst = ""
+    if have == head_revision():
+        with app.db.read_session() as s:
+            inst = f", installation {installation_id(s)}"
+    click.echo(f"database {app.db.display_url}: schema {have or 'empty'} (this scbundle: {head_revision()}){inst}")

@@ -8,9 +8,10 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.exc import SQLAlchemyError
 
 from scbundle.core.errors import DatabaseError
-from scbundle.db.session import Database
+from scbundle.db.session import Database, _short
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -38,7 +39,10 @@ def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str]:
     """Bring the schema to ``revision``; returns (before, after)."""
     db.check()
     before = current_revision(db)
-    command.upgrade(_alembic_config(db), revision)
+    try:  # one transaction (migrations/env.py): a failure leaves the schema where it was
+        command.upgrade(_alembic_config(db), revision)
+    except SQLAlchemyError as err:
+        raise DatabaseError(f"database {db.display_url}: upgrade to {revision} failed, nothing changed: {_short(err)}") from err
     return before, current_revision(db) or ""
 
 

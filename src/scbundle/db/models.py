@@ -34,6 +34,9 @@ class RemoteRun(Base):
     path_base: Mapped[str | None] = mapped_column(String(1024))
     job_id: Mapped[str | None] = mapped_column(String(64))
     job_name: Mapped[str | None] = mapped_column(String(128))
+    # its directory on the site, as prepare gave it (None: a run made before installation ids,
+    # whose directory is <permanent_root>/runs/<stage>.<remote_id>.a<attempt>)
+    remote_dir: Mapped[str | None] = mapped_column(String(1024))
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     last_poll: Mapped[datetime | None]
     fault: Mapped[int] = mapped_column(Integer, default=0)
@@ -262,6 +265,17 @@ class AdvanceBlock(Base):
     item_id: Mapped[int] = mapped_column(Integer)  # its key: exp_id (cam, warp), skycell_id (stack)
     item: Mapped[str] = mapped_column(String(128))  # readable name, e.g. "exposure o5300g0003o"
     reason: Mapped[str] = mapped_column(String(1000))
+
+
+class Installation(Base):
+    """The database's identity: one row, a random id made by `scbundle db upgrade` (migration
+    0005). Run directories and job names carry it, so no other database's runs are taken for
+    this one's; a daemon stops when it reads another (or none)."""
+
+    __tablename__ = "installation"
+
+    installation_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
 
 
 # --- task switches and in-flight steps (the 12-hour maintenance waits on these) --------------

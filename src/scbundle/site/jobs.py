@@ -41,6 +41,9 @@ class JobView:
     exit_marker: int | None  # RUN/job.exit, written by the job script when it ends
     has_summary: bool
     marker_age_s: float | None = None
+    # whose job ran in the run directory, as the job wrote it (results/pre.json, summary.json):
+    # {"installation", "remote_id", "attempt", "job_name"}; None when the job wrote neither
+    owner: dict | None = None
 
     @property
     def finished(self) -> bool:
@@ -85,7 +88,11 @@ def status(t: Transport, sched: Scheduler, ctx: SubmitContext, job_id: str) -> J
             raise  # the scheduler cannot answer and the job has not said it ended: ask later
         statuses = {job_id: JobStatus(job_id, "", JobState.UNKNOWN, None, raw="(scheduler did not answer)")}
     age = reply.get("exit_marker_age")
-    return JobView(statuses[job_id], marker, bool(reply.get("summary")), float(age) if isinstance(age, int | float) else None)
+    owner = reply.get("owner")
+    return JobView(
+        statuses[job_id], marker, bool(reply.get("summary")), float(age) if isinstance(age, int | float) else None,
+        owner if isinstance(owner, dict) else None,
+    )  # fmt: skip
 
 
 def cancel(t: Transport, sched: Scheduler, ctx: SubmitContext, job_id: str) -> None:

@@ -1,8 +1,13 @@
 """Where scbundle keeps things on a site, and how it names them there (pure).
 
-    <permanent_root>/tools/<hash>/          a copy of remote/ (site/tools.py ships it)
-    <permanent_root>/runs/<stage>.<id>.a<n>  a run directory
-    <permanent_root>/jobs/                   the local scheduler's job registry
+    <permanent_root>/tools/<hash>/                  a copy of remote/ (site/tools.py ships it)
+    <permanent_root>/runs/<inst>/<stage>.<id>.a<n>  a run directory of installation <inst>
+    <permanent_root>/runs/<stage>.<id>.a<n>         one made before installation ids
+    <permanent_root>/jobs/                          the local scheduler's job registry
+
+A run directory and a job name carry the database's installation id (db/identity.py), so two
+databases (one deleted and made again, two teams on one account) never share one: a re-run
+exec finds its own job by them, and no other database's.
 """
 
 from __future__ import annotations
@@ -11,13 +16,17 @@ from scbundle.core.config import Site
 from scbundle.core.resources import tools_hash
 
 
-def job_name(stage: str, remote_id: int, attempt: int) -> str:
-    """Deterministic: a re-run exec finds the job it already submitted by this name."""
-    return f"scb-{stage}-{remote_id}-a{attempt}"
+def job_name(stage: str, remote_id: int, attempt: int, installation: str | None) -> str:
+    """Deterministic: a re-run exec finds the job it already submitted by this name. Short and
+    in [A-Za-z0-9_.-] (#SBATCH --job-name, #MSUB -N). ``installation`` None: the name of a run
+    made before installation ids."""
+    return f"scb-{stage}-{remote_id}-a{attempt}" + (f"-{installation}" if installation else "")
 
 
-def remote_run_dir(permanent_root: str, stage: str, remote_id: int, attempt: int) -> str:
-    return f"{permanent_root.rstrip('/')}/runs/{stage}.{remote_id}.a{attempt}"
+def remote_run_dir(permanent_root: str, stage: str, remote_id: int, attempt: int, installation: str | None) -> str:
+    """``installation`` None: the directory of a run made before installation ids."""
+    runs = f"{permanent_root.rstrip('/')}/runs" + (f"/{installation}" if installation else "")
+    return f"{runs}/{stage}.{remote_id}.a{attempt}"
 
 
 def remote_tools_dir(permanent_root: str, tools_hash: str) -> str:

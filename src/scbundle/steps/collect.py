@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import case, select, update
 
 from scbundle.core.app import App, utcnow
 from scbundle.core.errors import DbinfoError, UnsafeArchiveError
@@ -37,6 +37,7 @@ from scbundle.core.states import (
 from scbundle.core.text import printable
 from scbundle.db.bulk import update_rows
 from scbundle.db.claims import Claim
+from scbundle.db.identity import installation_id
 from scbundle.db.models import RemoteComponent, RemoteRun
 from scbundle.db.runs import component_counts, get_run, move
 from scbundle.site import jobs
@@ -332,6 +333,44 @@ def _read_bundle(path_base: Path) -> dict:
         return {}
 
 
+def _ident(installation: str | None, remote_id: object, attempt: object) -> str:
+    return f"installation {installation or '(none)'} remote_id {remote_id} attempt {attempt}"
+
+
+def not_own(owner: dict | None, *, installation: str | None, remote_id: int, attempt: int) -> str | None:
+    """Why the job that ran in a run's directory is not the run's (None: it is, or it wrote no
+    word of whose it is). Pure. ``installation`` None: a run made before installation ids, whose
+    job wrote none (nor, with the tools of its time, its attempt): what it wrote is compared."""
+    if owner is None:
+        return None
+    theirs = (owner.get("installation"), owner.get("remote_id"), owner.get("attempt"))
+    if installation is not None:
+        mine = theirs == (installation, remote_id, attempt)
+    else:
+        mine = theirs[0] is None and theirs[1] in (None, remote_id) and theirs[2] in (None, attempt)
+    if mine:
+        return None
+    return f"it holds the job of {_ident(*theirs)}, not this run's ({_ident(installation, remote_id, attempt)})"
+
+
+def refuse_foreign(app: App, run: RemoteRun, run_dir: str, why: str, job: JobStatus, claim: Claim | None) -> Polled:
+    """run -> error (fault 2), nothing replayed, nothing brought back: its components get back
+    the try that never was theirs, and `scbundle revert` gives the run a new attempt (a new
+    directory and job name)."""
+    message = f"run directory {run_dir} is not this run's: {why}; nothing was taken from it (`scbundle revert --remote-id {run.remote_id}`: a new attempt)"
+    with claim.session() if claim else app.db.session() as s:
+        r = get_run(s, run.remote_id, [RunState.RUN], "poll", lock=True)
+        n = s.execute(
+            update(RemoteComponent)
+            .where(RemoteComponent.remote_id == run.remote_id, RemoteComponent.state == ComponentState.RUN)
+            .values(state=ComponentState.ERROR, fault=int(Fault.SYSTEM), message=message[:2000],
+                    attempts=case((RemoteComponent.attempts > 0, RemoteComponent.attempts - 1), else_=0))
+        ).rowcount  # fmt: skip
+        move(r, RunState.ERROR, "poll", fault=Fault.SYSTEM, message=message)
+        r.last_poll, r.sched_state = utcnow(), printable(job.raw)[:64]
+    return Polled(run.remote_id, job.state, RunState.ERROR, 0, n, message)
+
+
 def poll_run(app: App, run: RemoteRun, t: Transport, claim: Claim | None = None) -> Polled:
     """Poll one run; when its job is over, collect it."""
     sched = scheduler_for(run.site, app.site(run.site))
@@ -346,6 +385,12 @@ def poll_run(app: App, run: RemoteRun, t: Transport, claim: Claim | None = None)
             if r.fault and r.state == RunState.RUN:  # an earlier poll's failure is over
                 r.fault, r.message = 0, None
         return Polled(run.remote_id, job.state, run.state)
+    if view.owner is not None:  # before anything comes back: another run's products never reach a destination
+        with app.db.read_session() as s:
+            installation = installation_id(s) if run.remote_dir else None
+        why = not_own(view.owner, installation=installation, remote_id=run.remote_id, attempt=run.attempt)
+        if why:
+            return refuse_foreign(app, run, ctx.run_dir, why, job, claim)
     returned = pull_job_files(app, run, t)
     path_base = Path(run.path_base or "")
     stage = get_stage(run.stage, app.config)

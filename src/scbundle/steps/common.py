@@ -25,7 +25,8 @@ def build_context(app: App, run: RemoteRun) -> BuildContext:
 
 def submit_context(app: App, run: RemoteRun) -> SubmitContext:
     site = app.site(run.site)
-    run_dir = remote_run_dir(site.permanent_root, run.stage, run.remote_id, run.attempt)
+    # the directory prepare gave the run; a run made before installation ids has the old rule's
+    run_dir = run.remote_dir or remote_run_dir(site.permanent_root, run.stage, run.remote_id, run.attempt, None)
     return SubmitContext(
         job_name=run.job_name or "",
         run_dir=run_dir,

@@ -19,6 +19,7 @@ from scbundle.core.states import ComponentState, Fault, RunState
 from scbundle.core.text import printable
 from scbundle.db.bulk import update_rows
 from scbundle.db.claims import Claim, claim_run, unclaimed
+from scbundle.db.identity import installation_id
 from scbundle.db.models import RemoteComponent, RemoteRun
 from scbundle.db.runs import get_run, move
 from scbundle.ops.throttle import HeldBack, prepare_hold
@@ -134,11 +135,19 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
         measured = measured_cost(s, run.stage, settings.measured_cost_min)
         attempt = run.attempt
         path_base = local_path_base(app, run)
+        if run.state == RunState.PENDING and run.job_name:
+            # prepared again for the same attempt: the same names (an exec that submitted and
+            # crashed before it recorded the job finds it by them), made before ids or not
+            installation = installation_id(s) if run.remote_dir else None
+            run_dir = run.remote_dir or remote_run_dir(site.permanent_root, st.name, remote_id, attempt, None)
+        else:
+            installation = installation_id(s)
+            run_dir = remote_run_dir(site.permanent_root, st.name, remote_id, attempt, installation)
         plan = BundlePlan(
             remote_id=remote_id,
             stage=st.name,
             attempt=attempt,
-            run_dir=remote_run_dir(site.permanent_root, st.name, remote_id, attempt),
+            run_dir=run_dir,
             tools_dir=ctx.tools_dir,
             python=site.python,
             cores_per_node=site.cores_per_node,
@@ -149,6 +158,7 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
             retry_faults=tuple(sorted(int(f) for f in st.fault_policy().retry)),
             account=site.account,
             partition=site.partition,
+            installation=installation,
         )
         out = BundleDir(path_base)
         writer = BundleWriter(plan, out.open)
@@ -208,7 +218,8 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
         else:
             move(run, RunState.PENDING, "prepare", fault=0)
             run.path_base = str(path_base)
-            run.job_name = job_name(run.stage, remote_id, attempt)
+            run.job_name = job_name(run.stage, remote_id, attempt, plan.installation)
+            run.remote_dir = plan.run_dir if plan.installation else None  # None: named before installation ids
             run.req_nodes, run.req_seconds, run.nranks = request.nodes, request.seconds, request.nranks
             run.req_cores = request.nodes * site.cores_per_node
             run.cost_seconds, run.cost_source = cost, cost_source

@@ -33,6 +33,8 @@ class RunStatus:
     usage: Usage | None = None
     advanced: bool = False  # `scbundle advance` examined it
     advance_note: str | None = None  # what it queued, and why items were blocked
+    job_name: str | None = None
+    remote_dir: str | None = None  # its directory on the site (None: made before installation ids)
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def run_statuses(app: App, *, label: str | None = None, remote_id: int | None = 
                     njobs=sum(c.values()), ngood=c.get(ComponentState.FULL, 0), nfail=c.get(ComponentState.ERROR, 0),
                     npending=sum(c.get(k, 0) for k in (ComponentState.NEW, ComponentState.PENDING, ComponentState.RUN)),
                     nabandoned=c.get(ComponentState.ABANDONED, 0), message=r.message, sched_state=r.sched_state,
-                    advanced=r.advanced, advance_note=r.advance_note,
+                    advanced=r.advanced, advance_note=r.advance_note, job_name=r.job_name, remote_dir=r.remote_dir,
                     usage=Usage(r.req_nodes, r.req_cores, r.req_seconds, r.cost_seconds, r.cost_source, r.job_seconds, r.busy_core_seconds)
                     if r.req_nodes and r.req_cores and r.req_seconds else None,
                 )

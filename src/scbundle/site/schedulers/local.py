@@ -37,7 +37,11 @@ class LocalScheduler:
         return text
 
     def status_argv(self, ctx: SubmitContext, job_ids: Sequence[str]) -> list[str]:
+        """By the run's job name when it has one: a job id is a pid, and pids are reused (the
+        answer line still carries the id, which must be the one asked for)."""
         argv = tool_argv(ctx.python, ctx.tools_dir, "sc_localjob.py", "status", "--registry", ctx.registry)
+        if ctx.job_name and len(job_ids) == 1:
+            return argv + ["--name", ctx.job_name]
         for j in job_ids:
             argv += ["--job", j]
         return argv
@@ -60,4 +64,5 @@ class LocalScheduler:
         return {j: out.get(j) or JobStatus(j, "", JobState.UNKNOWN, None, raw="(not listed)") for j in job_ids}
 
     def cancel_argv(self, ctx: SubmitContext, job_id: str) -> list[str]:
-        return tool_argv(ctx.python, ctx.tools_dir, "sc_localjob.py", "cancel", "--registry", ctx.registry, job_id)
+        name = ["--name", ctx.job_name] if ctx.job_name else []
+        return tool_argv(ctx.python, ctx.tools_dir, "sc_localjob.py", "cancel", "--registry", ctx.registry, *name, job_id)
