@@ -94,6 +94,7 @@ class BundleWriter:
         self._reqs: dict[str, tuple[str, str, int]] = {}
         self._out_dirs: set[str] = set()
         self.costs = array("d")  # a cost a component, in index order
+        self.max_threads = 0  # the most threads a component of its own asks for (ComponentSpec.threads)
 
     @property
     def n_components(self) -> int:
@@ -109,6 +110,8 @@ class BundleWriter:
                     raise BundleError(f"remote path {r.remote} is wanted from two local files: {seen[0]} and {r.local}")
                 self._reqs[r.remote] = (r.local, r.remote, r.size)
             self._out_dirs.update(spec.out_dirs)
+            if spec.threads and spec.threads > self.max_threads:
+                self.max_threads = spec.threads
         first = len(self.costs)
         self._out["commands.cmds"].write("".join(_shell_line(s.command) + "\n" for s in specs))
         self._out["post.cmds"].write("".join(_shell_line(s.post) + "\n" for s in specs))

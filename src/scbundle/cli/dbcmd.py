@@ -35,3 +35,30 @@ def db_current(c: Ctx) -> None:
         with app.db.read_session() as s:
             inst = f", installation {installation_id(s)}"
     click.echo(f"database {app.db.display_url}: schema {have or 'empty'} (this scbundle: {head_revision()}){inst}")
+
+
+@db.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def db_status(c: Ctx, as_json: bool) -> None:
+    """The engine's schema and each installed plugin's branch: where the database is, and the head."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from scbundle.cli.render import emit_json
+    from scbundle.db.migrate import status
+
+    app = c.app(schema=False)
+    rows = status(app.db)
+    if as_json:
+        emit_json([{**asdict(r), "up_to_date": r.up_to_date} for r in rows])
+    else:
+        t = Table(title=f"schema of {app.db.display_url}", title_justify="left")
+        for col in ("branch", "from", "database", "head", ""):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(r.branch, r.dist, r.current or "-", r.head, "[green]current[/]" if r.up_to_date else "[red]`scbundle db upgrade`[/]")
+        app.console.print(t)
+    if not all(r.up_to_date for r in rows):
+        raise SystemExit(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import sys
 
 import click
@@ -41,7 +42,39 @@ class Ctx:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+COMMANDS_GROUP = "scbundle.commands"  # a plugin's own commands, mounted under `scbundle`
+
+
+class PluginGroup(click.Group):
+    """scbundle's commands, and those plugins mount through entry points of the group
+    ``scbundle.commands`` (``sources = "scbundle_sources.cli:group"``: a click command or group).
+    A plugin's module is imported only when its command runs, so a broken plugin breaks
+    only its own command, and the error names it."""
+
+    def _entries(self) -> dict[str, md.EntryPoint]:
+        return {ep.name: ep for ep in md.entry_points(group=COMMANDS_GROUP) if ep.name not in self.commands}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._entries()})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            return cmd
+        ep = self._entries().get(name)
+        if ep is None:
+            return None
+        dist = ep.dist.name if ep.dist is not None else "an unnamed distribution"
+        try:
+            obj = ep.load()
+        except Exception as err:  # a plugin's import error, of any kind
+            raise ScbundleError(f"command {name!r} ({ep.value} from {dist}) cannot be loaded: {type(err).__name__}: {err}") from err
+        if not isinstance(obj, click.Command):
+            raise ScbundleError(f"command {name!r} ({ep.value} from {dist}) is not a click command: {obj!r}")
+        return obj
+
+
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="SCBUNDLE_CONFIG", help="TOML config (default: $SCBUNDLE_CONFIG, then the user config dir, then the embedded local site)")
 @click.version_option(__version__)
 @click.pass_context

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import click
 
@@ -41,13 +42,15 @@ def _finish(rep, *, named: bool, nothing_msg: str, as_json: bool) -> None:
 @click.option("--limit", type=Count, default=None, help="at most this many components")
 @click.option("--site", default=None, help="site to run on (default: the config's default_site)")
 @click.option("--job-policy", type=click.Choice(["fatal", "ignore"]), default=None)
+@click.option("--tasks", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="a work file (JSON lines) to register first: the run takes exactly its items (e.g. --stage commands)")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def define(c: Ctx, label: str, stage: str, limit: int | None, site: str | None, job_policy: str | None, as_json: bool) -> None:
+def define(c: Ctx, label: str, stage: str, limit: int | None, site: str | None, job_policy: str | None, tasks: Path | None, as_json: bool) -> None:
     """Create a remoteRun and its remoteComponents from a stage's pending work."""
     from scbundle.steps.define import define as do_define
 
-    d = do_define(c.app(), label=label, stage=stage, limit=limit, site=site, job_policy=job_policy)
+    d = do_define(c.app(), label=label, stage=stage, limit=limit, site=site, job_policy=job_policy, tasks=tasks)
     if as_json:
         emit_json(asdict(d))
     else:

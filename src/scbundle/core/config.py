@@ -169,6 +169,12 @@ class Site(_Strict):
 
 
 class StageSettings(_Strict):
+    """A [stages.NAME] table: the engine's keys, and the stage's own (a plugin declares them:
+    ``Stage.settings_model``; scbundle.stages.registry.check_config validates them, naming any
+    key neither knows)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
     threads: Annotated[int, Field(gt=0)] | None = None
     cost_seconds: Annotated[float, Field(gt=0)] | None = None
     job_policy: Literal["fatal", "ignore"] = "fatal"
@@ -237,6 +243,7 @@ class Config(_Strict):
             raise ConfigError(f"no site named {name!r} in {self.source} (sites: {', '.join(sorted(self.sites))})") from None
 
     def stage_settings(self, stage: str) -> StageSettings:
+        """The [stages.NAME] table (the engine's keys; the stage's own are in ``model_extra``)."""
         return self.stages.get(stage, StageSettings())
 
 
@@ -280,10 +287,11 @@ def embedded_default(home: Path | None = None) -> dict:
     }
 
 
-def _format_validation(err: ValidationError) -> str:
+def format_validation(err: ValidationError, prefix: str = "") -> str:
+    """pydantic's errors as one line, each naming its key (``prefix.`` before it)."""
     parts = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        where = ".".join(str(p) for p in ([prefix] if prefix else []) + list(e["loc"])) or "(top level)"
         if e["type"] == "extra_forbidden":
             parts.append(f"unknown key {where!r}")
         elif e["type"] == "missing":
@@ -298,7 +306,7 @@ def config_from_dict(data: dict, source: str) -> Config:
     try:
         config = Config.model_validate({**data, "source": source})
     except ValidationError as err:
-        raise ConfigError(f"config {source}: {_format_validation(err)}") from None
+        raise ConfigError(f"config {source}: {format_validation(err)}") from None
     return config
 
 

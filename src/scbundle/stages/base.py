@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -42,6 +45,7 @@ class ComponentSpec:
     post: tuple[str, ...]  # argv; prints the dbinfo record (one JSON object)
     products: tuple[tuple[str, str], ...]  # permanent products: (remote path, local path)
     cost: float  # estimated seconds
+    threads: int | None = None  # its own threads when not the stage's (the run asks for the most any needs)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,24 @@ class BuildContext:
     pathmap: PathMap
     tools_dir: str  # remote directory holding remote/
     python: str  # remote interpreter
+    run_dir: str | None = None  # the run's directory on the site (prepare knows it; replay may not)
+
+
+@dataclass(frozen=True)
+class WorkContext:
+    """What a stage's ``add_work`` knows: the site the work is meant for (its path rules check
+    every path), and where the items came from (a file's name, for messages)."""
+
+    site: str
+    pathmap: PathMap
+    source: str = "the items given"
+
+
+class PluginSettings(BaseModel):
+    """Base of a stage's own settings (``Stage.settings_model``): strict, unknown keys refused,
+    like the engine's. [stages.NAME] keys the engine does not know are validated against it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 SAFE_TEXT = re.compile(r"^[A-Za-z0-9_.:/+@-]{0,256}$")
@@ -94,8 +116,13 @@ class DbinfoRecord:
     values: dict[str, object] = field(default_factory=dict)
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number a work item may hold")
+
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what an integer column holds on every backend
 FLOAT_MAX = 1.7976931348623157e308
+MAX_JSON_COLUMN = 16 * 1024  # a JSON object column's encoded size
 
 
 def _short(value: object) -> str:
@@ -118,6 +145,15 @@ def check_value(column: str, kind: type, value: object) -> str | None:
             return f"column {column!r} wants a finite number, got {_short(value)}"
         if isinstance(value, int) and not -FLOAT_MAX <= value <= FLOAT_MAX or isinstance(value, float) and not math.isfinite(value):
             return f"column {column!r} wants a finite number, got {_short(value)} (out of range)"
+    elif kind is dict:  # a small JSON object, kept as JSON text (never read as SQL or shell)
+        if not isinstance(value, dict):
+            return f"column {column!r} wants a JSON object, got {_short(value)}"
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (ValueError, RecursionError):
+            return f"column {column!r}: the object holds a non-finite number or is nested too deep"
+        if len(text) > MAX_JSON_COLUMN:
+            return f"column {column!r}: the object is {len(text)} bytes as JSON, over {MAX_JSON_COLUMN}"
     elif kind is str:
         if not isinstance(value, str) or not SAFE_TEXT.match(value):
             return f"column {column!r} wants a plain token (letters, digits, _.:/+@-), got {_short(value)}"
@@ -194,6 +230,33 @@ class Stage(ABC):
     #: inside the job; [stages.NAME] fault_map / retry_faults override both
     fault_map: Mapping[int, int] = DEFAULT_FAULT_MAP
     retry_faults: frozenset[int] = DEFAULT_RETRY_FAULTS
+
+    #: the stage's own [stages.NAME] settings (a PluginSettings subclass; None: it has none),
+    #: and their values once the config is read (get_stage sets it)
+    settings_model: type[PluginSettings] | None = None
+    settings: PluginSettings | None = None
+
+    def add_work(self, session: Session, items: Sequence[Mapping[str, Any]], ctx: WorkContext) -> list[int]:
+        """Register work items (each a mapping the stage defines: from Python, or one line of a
+        work file); returns their stage_ids, in order (an item already registered gives the id
+        it has). The supported way to put work in: `scbundle work add STAGE FILE`,
+        `scbundle define --tasks FILE`, or scbundle.steps.work.add_work from Python. Raise
+        ValueError naming the item's problem; the caller adds where it came from."""
+        raise ConfigError(f"stage {self.name!r} takes no work items: its pending work comes from its own tables")
+
+    def read_work(self, text: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
+        """The items of a work file, with their line numbers: JSON lines, one object a line
+        (blank lines and lines starting with # skipped). ValueError("LINE: why")."""
+        for lineno, line in enumerate(text.split("\n"), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                item = json.loads(line, parse_constant=_no_constant)
+            except (ValueError, RecursionError) as err:
+                raise ValueError(f"{lineno}: not one JSON object: {err}") from None
+            if not isinstance(item, dict):
+                raise ValueError(f"{lineno}: a work item is a JSON object, got {type(item).__name__}")
+            yield lineno, item
 
     def fault_policy(self) -> FaultPolicy:
         return FaultPolicy({int(k): Fault(v) for k, v in self.fault_map.items()}, frozenset(Fault(f) for f in self.retry_faults))

@@ -13,9 +13,11 @@ import importlib.metadata as md
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from scbundle.core.config import Config
+from pydantic import ValidationError
+
+from scbundle.core.config import Config, StageSettings, format_validation
 from scbundle.core.errors import ConfigError
-from scbundle.stages.base import Stage
+from scbundle.stages.base import PluginSettings, Stage
 
 GROUP = "scbundle.stages"
 
@@ -26,6 +28,7 @@ BUILTIN: dict[str, str] = {
     "cam": "scbundle.stages.cam:CamStage",
     "warp": "scbundle.stages.warp:WarpStage",
     "stack": "scbundle.stages.stack:StackStage",
+    "commands": "scbundle.stages.commands:CommandsStage",
 }
 
 
@@ -126,7 +129,16 @@ def get_stage(name: str, config: Config) -> Stage:
         stage.fault_map = {int(code): fault for code, fault in settings.fault_map.items()}
     if settings.retry_faults is not None:
         stage.retry_faults = frozenset(settings.retry_faults)
+    if stage.settings_model is not None:
+        stage.settings = _own_settings(name, stage.settings_model, settings, config.source)
     return stage
+
+
+def _own_settings(name: str, model: type[PluginSettings], settings: StageSettings, source: str) -> PluginSettings:
+    try:
+        return model.model_validate(settings.model_extra or {})
+    except ValidationError as err:
+        raise ConfigError(f"config {source}: {format_validation(err, prefix=f'stages.{name}')}") from None
 
 
 def next_stage_of(name: str, config: Config) -> str | None:
@@ -151,6 +163,13 @@ def check_config(config: Config) -> Config:
     if unknown:
         raise ConfigError(f"config {config.source}: unknown stage(s) {unknown} under [stages] (known: {sorted(STAGES)})")
     for name, settings in config.stages.items():
+        extra = settings.model_extra or {}
+        if extra:
+            model = STAGES[name].settings_model
+            if model is None:
+                keys = "; ".join(f"unknown key {'stages.' + name + '.' + k!r}" for k in sorted(extra))
+                raise ConfigError(f"config {config.source}: {keys} (stage {name!r} has no settings of its own)")
+            _own_settings(name, model, settings, config.source)
         if settings.next_stage and settings.next_stage not in STAGES:
             raise ConfigError(f"config {config.source}: stages.{name}.next_stage {settings.next_stage!r} is no stage (known: {sorted(STAGES)})")
     return config

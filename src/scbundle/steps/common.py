@@ -12,7 +12,7 @@ from scbundle.site.schedulers.base import SubmitContext
 from scbundle.stages.base import BuildContext
 
 
-def build_context(app: App, run: RemoteRun) -> BuildContext:
+def build_context(app: App, run: RemoteRun, run_dir: str | None = None) -> BuildContext:
     site = app.site(run.site)
     return BuildContext(
         remote_id=run.remote_id,
@@ -20,6 +20,7 @@ def build_context(app: App, run: RemoteRun) -> BuildContext:
         pathmap=PathMap.of(site.paths),
         tools_dir=tools_dir(site),
         python=site.python,
+        run_dir=run_dir or run.remote_dir,
     )
 
 

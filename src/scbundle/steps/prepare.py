@@ -143,6 +143,7 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
         else:
             installation = installation_id(s)
             run_dir = remote_run_dir(site.permanent_root, st.name, remote_id, attempt, installation)
+        ctx = build_context(app, run, run_dir)
         plan = BundlePlan(
             remote_id=remote_id,
             stage=st.name,
@@ -175,7 +176,7 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
                 cost_source = f"median of {measured[1]} measured" if measured else "configured"
                 request = resource_request(
                     len(good),
-                    threads=st.threads,
+                    threads=max(st.threads, writer.max_threads),
                     cost_seconds=cost,
                     cores_per_node=site.cores_per_node,
                     fill_factor=site.fill_factor,

@@ -1,0 +1,45 @@
+"""commands stage: its task table (the work a task file registers) and its results
+
+Revision ID: c0001
+Revises:
+Create Date: 2026-12-01 22:00:00
+
+The first revision of the `commands` branch; it needs the engine's remote_run (0005).
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = 'c0001'
+down_revision = None
+branch_labels = ('commands',)
+depends_on = '0005'
+
+
+def upgrade() -> None:
+    op.create_table(
+        'commands_task',
+        sa.Column('task_id', sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column('key', sa.String(length=128), nullable=False),
+        sa.Column('command', sa.Text(), nullable=False),
+        sa.Column('inputs', sa.Text(), nullable=False),
+        sa.Column('outputs', sa.Text(), nullable=False),
+        sa.Column('cost', sa.Float(), nullable=True),
+        sa.Column('threads', sa.Integer(), nullable=True),
+        sa.Column('created', sa.DateTime(), server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
+        sa.PrimaryKeyConstraint('task_id', name=op.f('pk_commands_task')),
+        sa.UniqueConstraint('key', name=op.f('uq_commands_task_key')),
+    )
+    op.create_table(
+        'commands_result',
+        sa.Column('task_id', sa.Integer(), nullable=False),
+        sa.Column('remote_id', sa.Integer(), nullable=False),
+        sa.Column('output', sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(['task_id'], ['commands_task.task_id'], name=op.f('fk_commands_result_task_id_commands_task')),
+        sa.ForeignKeyConstraint(['remote_id'], ['remote_run.remote_id'], name=op.f('fk_commands_result_remote_id_remote_run')),
+        sa.PrimaryKeyConstraint('task_id', name=op.f('pk_commands_result')),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('commands_result')
+    op.drop_table('commands_task')
