@@ -89,3 +89,8 @@ class CommandError(ScbundleError):
         if self.stderr_tail:
             message += f" | stderr: {self.stderr_tail}"
         super().__init__(message, remote_id=remote_id)
+
+
+class UnsafePathError(ConfigError):
+    """A directory or file scbundle keeps private (the link's control directory, the claim
+    locks, the database) is not: a symbolic link, another user's, or open to others."""

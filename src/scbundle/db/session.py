@@ -12,6 +12,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from sqlalchemy.orm import Session, sessionmaker
 
 from scbundle.core.errors import DatabaseError
+from scbundle.core.private import make_private_file
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - exercised via connect
@@ -52,9 +53,15 @@ class Database:
             self.sqlite_file = Path(parsed.database).absolute()
             parent = Path(parsed.database).parent
             try:
-                parent.mkdir(parents=True, exist_ok=True)
+                parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                # private whatever the umask: SQLite gives its -wal and -shm files the database
+                # file's own mode, so they are 0600 as well
+                if not parsed.query.get("uri"):
+                    make_private_file(self.sqlite_file)
+                    for suffix in ("-wal", "-shm", "-journal"):  # left 0644 by an earlier scbundle
+                        make_private_file(self.sqlite_file.with_name(self.sqlite_file.name + suffix), create=False)
             except OSError as err:
-                raise DatabaseError(f"database {self.display_url}: cannot create {parent}: {err.strerror}") from None
+                raise DatabaseError(f"database {self.display_url}: cannot create {err.filename or parent}: {err.strerror}") from None
         # a server restarted under a long-lived process (the daemon) costs it nothing: stale
         # pooled connections are replaced at checkout
         options = {} if self.backend == "sqlite" else {"pool_pre_ping": True}

@@ -32,6 +32,7 @@ import psutil
 
 from scbundle.core.config import Site, SshSettings
 from scbundle.core.errors import ConfigError, HostKeyError, LinkDownError, ScbundleError
+from scbundle.core.private import open_private, private_dir
 from scbundle.site.link.base import ProcessTransport
 
 _SAFE_VALUE = re.compile(r"^[^\s\"'\\#]+$")
@@ -173,12 +174,12 @@ class OpenSshLink:
 
     # -- files in the control directory ---------------------------------------------------
     def ensure_dir(self) -> None:
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = self.dir.stat()
-        if st.st_uid != os.geteuid():
-            raise ConfigError(f"control directory {self.dir} belongs to uid {st.st_uid}, not to you")
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            os.chmod(self.dir, 0o700)
+        """The control directory holds the configs ssh reads with ``-F`` (ssh checks neither
+        their owner nor their mode, only ~/.ssh/config's) and the master's socket: it must be a
+        place only the operator can change, checked without following links before every use
+        (core/private.py: not a link, yours, 0700, every directory on the way yours or root's
+        and not writable by others unless sticky)."""
+        private_dir(self.dir, what=f"site {self.site_name}: control directory")
 
     @property
     def _user_file(self) -> Path:
@@ -291,7 +292,14 @@ class OpenSshLink:
     def _remove_stale_socket(self, alias: str) -> None:
         """A master killed hard leaves its socket; a new master would refuse to replace it."""
         path = self.socket_path(alias)
-        if path is not None and path.is_socket() and path.parent == self.dir:
+        if path is None or path.parent != self.dir:
+            return
+        self.ensure_dir()
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISSOCK(st.st_mode) and st.st_uid == os.geteuid():
             path.unlink()
 
     def stop(self) -> list[MasterStatus]:
@@ -313,7 +321,7 @@ class OpenSshLink:
         deadline = time.monotonic() + timeout
         while True:
             for n in range(self.ssh.max_sessions):
-                fd = os.open(self.dir / f"{self.site_name}.slot.{n}", os.O_RDWR | os.O_CREAT, 0o600)
+                fd = open_private(self.dir / f"{self.site_name}.slot.{n}", what="session slot file")
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
