@@ -15,6 +15,7 @@ from scbundle.core.app import App
 from scbundle.core.config import load_config
 from scbundle.core.errors import ScbundleError
 from scbundle.core.states import RunState
+from scbundle.core.text import printable, printable_data
 from scbundle.db.migrate import current_revision, head_revision, require_current, upgrade
 from scbundle.db.session import Database
 from scbundle.stages.registry import get_stage
@@ -42,7 +43,14 @@ pass_ctx = click.make_pass_decorator(Ctx)
 
 
 def emit_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=1, default=str))
+    """``--json``: the site's text in it without control characters (newlines kept, escaped)."""
+    click.echo(json.dumps(printable_data(data), indent=1, default=str))
+
+
+def echo(text: str, *, err: bool = False) -> None:
+    """click.echo for a line that may carry the site's text (a job state, a message, a stderr
+    tail): no escape sequence or other control character of it reaches the terminal."""
+    click.echo(printable(text, multiline=True), err=err)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,7 +73,7 @@ def db_upgrade(c: Ctx) -> None:
     """Create or migrate the tables (Alembic) to the current schema."""
     app = c.app(schema=False)
     before, after = upgrade(app.db)
-    click.echo(f"database {app.db.display_url}: schema {before or 'empty'} -> {after}")
+    echo(f"database {app.db.display_url}: schema {before or 'empty'} -> {after}")
 
 
 @db.command("current")
@@ -73,7 +81,7 @@ def db_upgrade(c: Ctx) -> None:
 def db_current(c: Ctx) -> None:
     """Show the database's schema revision and the one this scbundle needs."""
     app = c.app(schema=False)
-    click.echo(f"database {app.db.display_url}: schema {current_revision(app.db) or 'empty'} (this scbundle: {head_revision()})")
+    echo(f"database {app.db.display_url}: schema {current_revision(app.db) or 'empty'} (this scbundle: {head_revision()})")
 
 
 @cli.command()
@@ -92,7 +100,7 @@ def define(c: Ctx, label: str, stage: str, limit: int | None, site: str | None, 
     if as_json:
         emit_json(asdict(d))
     else:
-        click.echo(f"remote_id {d.remote_id}: {d.n_components} {stage} components, label {label}, state new")
+        echo(f"remote_id {d.remote_id}: {d.n_components} {stage} components, label {label}, state new")
 
 
 @cli.command()
@@ -132,16 +140,16 @@ def prepare(c: Ctx, stage: str, remote_id: int | None, as_json: bool) -> None:
             except StateError as err:  # taken or moved on by another process since the list was read
                 if remote_id is not None:
                     raise
-                click.echo(f"remote_id {rid}: skipped: {err}", err=True)
+                echo(f"remote_id {rid}: skipped: {err}", err=True)
                 continue
             out.append({**asdict(p), "seconds": round(time.perf_counter() - t0, 3)})
     for why in held:
-        click.echo(f"held back: {why}", err=True)
+        echo(f"held back: {why}", err=True)
     if as_json:
         emit_json(out)
         return
     for p in out:
-        click.echo(
+        echo(
             f"remote_id {p['remote_id']}: {p['n_components']} components prepared in {p['seconds']} s"
             f" ({p['n_missing']} missing input), {p['nodes']} node(s) x {p['hours']} h, {p['nranks']} ranks,"
             f" {p['n_configs']} multi-prog config(s) -> {p['path_base']}"
@@ -172,9 +180,9 @@ def exec_cmd(c: Ctx, remote_id: int | None, label: str | None, as_json: bool) ->
     _report_skip_and_auth(rep)
     for r in res if not as_json else []:
         if r.error:
-            click.echo(f"remote_id {r.remote_id}: exec failed, run -> error: {r.error}", err=True)
+            echo(f"remote_id {r.remote_id}: exec failed, run -> error: {r.error}", err=True)
         else:
-            click.echo(f"remote_id {r.remote_id}: submitted job {r.job_id} ({r.pushed_files} files, {r.pushed_bytes} bytes pushed, {r.invocations} link calls)")
+            echo(f"remote_id {r.remote_id}: submitted job {r.job_id} ({r.pushed_files} files, {r.pushed_bytes} bytes pushed, {r.invocations} link calls)")
     if any(r.error for r in res) or (remote_id is not None and rep.held):
         sys.exit(1)
     if rep.auth:
@@ -186,12 +194,12 @@ EXIT_LINK_DOWN = 75  # EX_TEMPFAIL: a person must run `scbundle link start`
 
 def _report_skip_and_auth(rep) -> None:
     if rep.skipped:
-        click.echo(rep.skipped, err=True)
+        echo(rep.skipped, err=True)
     for why in dict.fromkeys(rep.held):
-        click.echo(f"held back: {why}", err=True)
+        echo(f"held back: {why}", err=True)
     if rep.auth:
         ids = ", ".join(map(str, rep.auth))
-        click.echo(f"link down: remote_id {ids} -> auth, nothing else changed ({rep.auth_reason}); after `scbundle link start`, run `scbundle revert --auth`", err=True)
+        echo(f"link down: remote_id {ids} -> auth, nothing else changed ({rep.auth_reason}); after `scbundle link start`, run `scbundle revert --auth`", err=True)
 
 
 @cli.command()
@@ -219,11 +227,11 @@ def poll(c: Ctx, remote_id: int | None, label: str | None, wait_s: float | None,
     else:
         for r in res:
             if r.error:
-                click.echo(f"remote_id {r.remote_id}: poll failed, nothing changed: {r.error}", err=True)
+                echo(f"remote_id {r.remote_id}: poll failed, nothing changed: {r.error}", err=True)
             elif r.state == RunState.RUN:
-                click.echo(f"remote_id {r.remote_id}: job {r.job_state}")
+                echo(f"remote_id {r.remote_id}: job {r.job_state}")
             else:
-                click.echo(f"remote_id {r.remote_id}: {r.state} ({r.n_good} good, {r.n_failed} failed){' - ' + r.message if r.message else ''}")
+                echo(f"remote_id {r.remote_id}: {r.state} ({r.n_good} good, {r.n_failed} failed){' - ' + r.message if r.message else ''}")
     if any(r.error for r in res) or (remote_id is not None and rep.held):
         sys.exit(1)
     if rep.auth:
@@ -241,18 +249,18 @@ def advance(c: Ctx, label: str | None, remote_id: int | None, as_json: bool) -> 
 
     rep = do_advance(c.app(), label=label, remote_id=remote_id)
     if rep.skipped:
-        click.echo(rep.skipped, err=True)
+        echo(rep.skipped, err=True)
     if as_json:
         emit_json({"runs": [asdict(r) for r in rep.runs], "defined": [asdict(d) for d in rep.defined], "blocked": [asdict(b) for b in rep.blocked]})
         return
     for r in rep.runs:
-        click.echo(f"remote_id {r.remote_id} ({r.stage}): {r.note}")
+        echo(f"remote_id {r.remote_id} ({r.stage}): {r.note}")
     for d in rep.defined:
-        click.echo(f"remote_id {d.remote_id}: {d.n_components} {d.stage} components, label {d.label}, state new")
+        echo(f"remote_id {d.remote_id}: {d.n_components} {d.stage} components, label {d.label}, state new")
     for b in rep.blocked:
-        click.echo(f"blocked {b.stage} {b.item} (from remote_id {b.remote_id}): {b.reason}")
+        echo(f"blocked {b.stage} {b.item} (from remote_id {b.remote_id}): {b.reason}")
     if not rep.runs and not rep.skipped:
-        click.echo("nothing to advance (no full run that is not advanced yet)")
+        echo("nothing to advance (no full run that is not advanced yet)")
 
 
 @cli.command()
@@ -284,17 +292,17 @@ def status(c: Ctx, label: str | None, remote_id: int | None, show_all: bool, as_
         return
     app.console.print(runs_table(runs))
     for line in advance_lines(runs, blocked, verbose=remote_id is not None):
-        app.console.print(line, highlight=False, markup=False)
+        app.console.print(printable(line), highlight=False, markup=False)
     for load in sites:
         app.console.print(load.describe(), highlight=False, markup=False, soft_wrap=True)
     if remote_id is not None:
-        for r in runs:
+        for r in runs:  # the site's words: printed as they are (no rich markup), without control characters
             if r.sched_state:
-                app.console.print(f"remote_id {r.remote_id}: scheduler says {r.sched_state}")
+                app.console.print(f"remote_id {r.remote_id}: scheduler says {printable(r.sched_state)}", markup=False, highlight=False)
             if r.usage is not None:
                 app.console.print(f"remote_id {r.remote_id}: {r.usage.describe()}")
             if r.message:
-                app.console.print(f"remote_id {r.remote_id}: {r.message}")
+                app.console.print(f"remote_id {r.remote_id}: {printable(r.message, multiline=True)}", markup=False, highlight=False)
         if comps or show_all:
             app.console.print(components_table(remote_id, comps, limit=None if show_all else 50))
 
@@ -311,7 +319,7 @@ def cancel(c: Ctx, remote_id: int, as_json: bool) -> None:
     if as_json:
         emit_json(asdict(res))
     else:
-        click.echo(f"remote_id {res.remote_id}: job {res.job_id} cancelled -> {res.state}: {res.message}")
+        echo(f"remote_id {res.remote_id}: job {res.job_id} cancelled -> {res.state}: {res.message}")
 
 
 @cli.command()
@@ -326,9 +334,9 @@ def revert(c: Ctx, remote_id: int | None, label: str | None, fault: int | None, 
 
     res = do_revert(c.app(), remote_id=remote_id, label=label, fault=fault, auth=auth)
     for r in res:
-        click.echo(f"remote_id {r.remote_id}: -> {r.to_state} ({r.requeued} component(s) requeued, {r.abandoned} abandoned)")
+        echo(f"remote_id {r.remote_id}: -> {r.to_state} ({r.requeued} component(s) requeued, {r.abandoned} abandoned)")
     if not res:
-        click.echo("nothing to revert")
+        echo("nothing to revert")
 
 
 @cli.command("demo-data")
@@ -340,7 +348,7 @@ def demo_data(c: Ctx, images: int) -> None:
 
     app = c.app()
     n = seed_demo(app, images)
-    click.echo(f"{n} demo imfiles added")
+    echo(f"{n} demo imfiles added")
 
 
 @cli.command()
@@ -408,7 +416,7 @@ def _link_table(statuses) -> None:
     Console().print(t)
     for m in statuses:
         if m.warn:
-            click.echo(f"warning: the link to {m.host} drops in {_fmt_dur(m.left_s)}: plan the maintenance (ops/maintain-link)", err=True)
+            echo(f"warning: the link to {m.host} drops in {_fmt_dur(m.left_s)}: plan the maintenance (ops/maintain-link)", err=True)
 
 
 @link.command("start")
@@ -419,7 +427,7 @@ def link_start(c: Ctx, site: str | None) -> None:
     lk = _openssh(c, site)
     out = [lk.start(i) for i in range(len(lk.ssh.hosts))]
     for m in out:
-        click.echo(f"link {m.site} -> {m.host} as {m.user}: up (master pid {m.pid})")
+        echo(f"link {m.site} -> {m.host} as {m.user}: up (master pid {m.pid})")
 
 
 @link.command("check")
@@ -445,7 +453,7 @@ def link_stop(c: Ctx, site: str | None) -> None:
     """End the master(s) (sessions riding them end too)."""
     lk = _openssh(c, site)
     for m in lk.stop():
-        click.echo(f"link {m.site} -> {m.host}: {'still up' if m.up else 'down'}")
+        echo(f"link {m.site} -> {m.host}: {'still up' if m.up else 'down'}")
 
 
 @link.command("switch-user")
@@ -456,7 +464,7 @@ def link_switch_user(c: Ctx, name: str, site: str | None) -> None:
     """Point the link at another user's ssh settings (takes effect at the next `link start`)."""
     lk = _openssh(c, site)
     lk.switch_user(name)
-    click.echo(f"link {lk.site_name}: user {name} (config {lk.conf_path(batch=False)})")
+    echo(f"link {lk.site_name}: user {name} (config {lk.conf_path(batch=False)})")
 
 
 @cli.group()
@@ -471,7 +479,7 @@ def tasks_off(c: Ctx, names: tuple[str, ...]) -> None:
     from scbundle.ops.tasks import set_enabled
 
     set_enabled(c.app(), names, False)
-    click.echo(f"off: {' '.join(names)}")
+    echo(f"off: {' '.join(names)}")
 
 
 @tasks.command("on")
@@ -481,7 +489,7 @@ def tasks_on(c: Ctx, names: tuple[str, ...]) -> None:
     from scbundle.ops.tasks import set_enabled
 
     set_enabled(c.app(), names, True)
-    click.echo(f"on: {' '.join(names)}")
+    echo(f"on: {' '.join(names)}")
 
 
 @tasks.command("status")
@@ -513,7 +521,7 @@ def tasks_wait(c: Ctx, names: tuple[str, ...], timeout: float | None) -> None:
     from scbundle.ops.tasks import wait
 
     waited = wait(c.app(), names or ("exec", "poll"), timeout=timeout)
-    click.echo(f"no step in flight (waited {waited:.1f} s)")
+    echo(f"no step in flight (waited {waited:.1f} s)")
 
 
 @cli.command()
@@ -539,10 +547,10 @@ def main() -> None:
         err.show()
         sys.exit(err.exit_code)
     except ScbundleError as err:
-        click.echo(f"scbundle: error: {err}", err=True)
+        echo(f"scbundle: error: {err}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        click.echo("scbundle: interrupted", err=True)
+        echo("scbundle: interrupted", err=True)
         sys.exit(130)
     except SystemExit:
         raise

@@ -13,11 +13,12 @@ from sqlalchemy import select
 from scbundle.core.app import App
 from scbundle.core.errors import ScbundleError, StateError
 from scbundle.core.states import RunState
+from scbundle.core.text import printable
 from scbundle.db.models import RemoteRun
 
 
 def _log(msg: str) -> None:
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} scbundle daemon: {msg}", flush=True)
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} scbundle daemon: {printable(msg, multiline=True)}", flush=True)
 
 
 def one_pass(app: App, *, poll_seconds: float, label: str | None, prepare: bool, stop: threading.Event) -> None:

@@ -6,6 +6,7 @@ import shlex
 from collections.abc import Sequence
 
 from scbundle.core.states import Fault
+from scbundle.core.text import printable
 
 
 class ScbundleError(Exception):
@@ -84,7 +85,8 @@ class CommandError(ScbundleError):
         self.returncode = returncode
         if isinstance(stderr, bytes):
             stderr = stderr.decode("utf-8", "replace")
-        self.stderr_tail = "\n".join(stderr.strip().splitlines()[-5:])
+        # the site's text: no escape sequence of it reaches a terminal through this message
+        self.stderr_tail = printable("\n".join(stderr.strip().splitlines()[-5:]), multiline=True)
         message = f"{what}: exit {returncode}: {shlex.join(self.argv)}"
         if self.stderr_tail:
             message += f" | stderr: {self.stderr_tail}"

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from scbundle.core.app import App, utcnow
 from scbundle.core.states import RunState
+from scbundle.core.text import printable
 from scbundle.db.models import RemoteRun
 
 
@@ -35,5 +36,5 @@ def mark_auth_in(s: Session, remote_ids: Iterable[int], reason: str) -> list[int
     for run in runs:
         run.prev_state, run.state = run.state, RunState.AUTH
         run.last_poll = utcnow()
-        run.message = reason[:2000]
+        run.message = printable(reason, multiline=True)[:2000]  # ssh's stderr: the site's text
     return [r.remote_id for r in runs]

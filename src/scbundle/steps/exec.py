@@ -20,6 +20,7 @@ from scbundle.core.app import App
 from scbundle.core.errors import CommandError, LinkDownError, ScbundleError
 from scbundle.core.failpoints import failpoint
 from scbundle.core.states import ComponentState, Fault, RunState
+from scbundle.core.text import printable
 from scbundle.db.claims import claim_run, unclaimed
 from scbundle.db.models import RemoteComponent, RemoteRun
 from scbundle.db.runs import select_runs
@@ -179,7 +180,7 @@ def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = Non
                         r = s.get(RemoteRun, run.remote_id)
                         assert r is not None
                         if r.state == RunState.PENDING:
-                            r.fault, r.message = int(err.fault), f"exec: {err}"[:2000]
+                            r.fault, r.message = int(err.fault), printable(f"exec: {err}", multiline=True)[:2000]
                     results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err)))
                     continue
                 except (CommandError, ScbundleError, OSError) as err:
@@ -189,7 +190,7 @@ def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = Non
                         if r.state == RunState.PENDING:
                             r.state, r.prev_state = RunState.ERROR, RunState.PENDING
                             r.fault = int(getattr(err, "fault", Fault.SYSTEM))
-                            r.message = f"exec: {err}"[:2000]
+                            r.message = printable(f"exec: {err}", multiline=True)[:2000]
                     results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err)))
                     continue
                 with claim.session() as s:

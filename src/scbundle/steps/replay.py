@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scbundle.core.errors import DbinfoError
+from scbundle.core.text import printable
 from scbundle.stages.base import DbinfoRecord, Stage, check_value
 
 # command / post: the program (or its post) exited non-zero; limit: stopped at the stage's
@@ -125,13 +126,13 @@ def parse_result_line(line: str, stage: Stage, components: Mapping[int, int]) ->
         index=index,
         stage_id=stage_id,
         rank=_int(rec.get("rank"), "rank", allow_none=True),
-        host=sys.intern(host[:128]) if host else None,  # a few hundred hosts, shared
+        host=sys.intern(printable(host[:128])) if host else None,  # a few hundred hosts, shared
         attempts=_int(rec.get("attempts", 1), "attempts") or 0,
         exit=exit_code,
         phase=phase,
         start=_number(rec.get("start"), "start", allow_none=True),
         end=_number(rec.get("end"), "end", allow_none=True),
-        error=str(error)[-2000:] if error is not None else None,
+        error=printable(str(error)[-2000:], multiline=True) if error is not None else None,  # the site's text
         dbinfo=dbinfo,
     )
 

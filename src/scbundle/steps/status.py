@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import func, select
 
 from scbundle.core.app import App
 from scbundle.core.states import ComponentState
+from scbundle.core.text import printable
 from scbundle.db.models import AdvanceBlock, RemoteComponent, RemoteRun
 from scbundle.db.runs import get_run
 
@@ -197,11 +199,17 @@ def runs_table(rows: list[RunStatus]) -> Table:
     style = {"full": "green", "error": "red", "auth": "yellow", "run": "cyan"}
     for r in rows:
         t.add_row(
-            str(r.remote_id), r.label, r.stage, f"[{style.get(r.state, '')}]{r.state}[/]" if r.state in style else r.state,
-            str(r.fault), r.job_id or "-", str(r.njobs), str(r.ngood), str(r.nfail), str(r.npending), str(r.nabandoned),
+            str(r.remote_id), cell(r.label), cell(r.stage), Text(printable(r.state), style=style.get(r.state, "")),
+            str(r.fault), cell(r.job_id or "-"), str(r.njobs), str(r.ngood), str(r.nfail), str(r.npending), str(r.nabandoned),
             r.last_poll or "-",
         )  # fmt: skip
     return t
+
+
+def cell(text: str) -> Text:
+    """A table cell for text that may come from the site (or a person): shown as it is, never
+    read as rich markup, without control characters."""
+    return Text(printable(text))
 
 
 def components_table(remote_id: int, rows: list[ComponentStatus], *, limit: int | None = 50) -> Table:
@@ -210,8 +218,8 @@ def components_table(remote_id: int, rows: list[ComponentStatus], *, limit: int 
         t.add_column(col)
     for c in rows[:limit] if limit else rows:
         t.add_row(
-            str(c.stage_id), c.state, str(c.fault), str(c.attempts), "-" if c.exit_code is None else str(c.exit_code),
-            "-" if c.rank is None else str(c.rank), "-" if c.seconds is None else f"{c.seconds:.3f}", c.message or "",
+            str(c.stage_id), cell(c.state), str(c.fault), str(c.attempts), "-" if c.exit_code is None else str(c.exit_code),
+            "-" if c.rank is None else str(c.rank), "-" if c.seconds is None else f"{c.seconds:.3f}", cell(c.message or ""),
         )  # fmt: skip
     if limit and len(rows) > limit:
         t.caption = f"{len(rows) - limit} more not shown (--all)"

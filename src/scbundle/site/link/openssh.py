@@ -33,6 +33,7 @@ import psutil
 from scbundle.core.config import Site, SshSettings
 from scbundle.core.errors import ConfigError, HostKeyError, LinkDownError, ScbundleError
 from scbundle.core.private import open_private, private_dir
+from scbundle.core.text import printable
 from scbundle.site.link.base import ProcessTransport
 
 _SAFE_VALUE = re.compile(r"^[^\s\"'\\#]+$")
@@ -137,7 +138,9 @@ def classify_ssh_failure(site_name: str, returncode: int, stderr: str) -> Scbund
 
 
 def _tail(text: str) -> str:
-    return " | ".join(line.strip() for line in text.strip().splitlines()[-3:] if line.strip())
+    """The last lines of ssh's stderr, which carries the site's own text (banners, the remote
+    command's stderr): one printable line."""
+    return printable(" | ".join(line.strip() for line in text.strip().splitlines()[-3:] if line.strip()))
 
 
 @dataclass(frozen=True)
@@ -270,7 +273,7 @@ class OpenSshLink:
             errf.seek(0)
             err = errf.read().decode("utf-8", "replace")
         if err.strip():
-            sys.stderr.write(err)
+            sys.stderr.write(printable(err, multiline=True))
         if p.returncode != 0:
             raise classify_ssh_failure(self.site_name, 255, err) or LinkDownError(f"link start for {alias} failed: {_tail(err)}")
         status = self.check_one(index)
