@@ -18,6 +18,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from scbundle.core.errors import ConfigError
+from scbundle.core.secrets import hide_password, shown
 
 _WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
 
@@ -266,8 +267,10 @@ def _format_validation(err: ValidationError) -> str:
         elif e["type"] == "missing":
             parts.append(f"missing key {where!r}")
         else:
-            msg = e["msg"].removeprefix("Value error, ")
-            parts.append(f"{where}: {msg} (got {e.get('input')!r})")
+            msg = hide_password(e["msg"].removeprefix("Value error, "))
+            key = next((p for p in reversed(e["loc"]) if isinstance(p, str)), None)
+            got = shown(key, e.get("input"))  # a model-level error's input is the whole file: never shown
+            parts.append(f"{where}: {msg}" + (f" (got {got})" if got is not None else ""))
     return "; ".join(parts)
 
 
@@ -288,7 +291,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             raise ConfigError(f"config file {candidate} does not exist")
         return config_from_dict(embedded_default(), "embedded default")
     try:
-        data = tomllib.loads(candidate.read_text())
+        data = tomllib.loads(candidate.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        line = err.object[: err.start].count(b"\n") + 1
+        raise ConfigError(f"config {candidate}: not UTF-8 text (byte 0x{err.object[err.start]:02x} on line {line}); TOML files are UTF-8") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config {candidate}: not valid TOML: {err}") from None
     except OSError as err:
