@@ -436,12 +436,18 @@ def link_start(c: Ctx, site: str | None) -> None:
 @pass_ctx
 def link_check(c: Ctx, site: str | None, as_json: bool) -> None:
     """Up or down, since when, age, and time left before the site's drop. Exit 1 when down."""
+    from scbundle.site.link.openssh import host_key_checking, host_key_warning
+
     lk = _openssh(c, site)
     statuses = lk.check()
+    keys = host_key_checking(lk.ssh)  # both hops
     if as_json:
-        emit_json([{**asdict(m), "warn": m.warn} for m in statuses])
+        emit_json([{**asdict(m), "warn": m.warn, "host_key_checking": keys} for m in statuses])
     else:
         _link_table(statuses)
+    note = host_key_warning(lk.site_name, lk.ssh)
+    if note:
+        echo(note, err=True)
     if not all(m.up for m in statuses):
         sys.exit(1)
 

@@ -96,7 +96,13 @@ class SshSettings(_Strict):
     identity: str | None = None
     bastion_identity: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
-    strict_host_key_checking: bool = True
+    # false is not "no checking": it is StrictHostKeyChecking accept-new on both hops (bastion and
+    # front end), an unknown host key accepted and recorded without asking; `link check` says so
+    strict_host_key_checking: bool = Field(
+        True,
+        description="true: StrictHostKeyChecking yes on both hops; false (link = \"ssh\"): accept-new on both hops (an unknown "
+        "host key is accepted and recorded without asking, a changed one is still refused); link = \"paramiko\" always refuses an unknown key",
+    )
     control_dir: str = "~/.scb"
     connect_timeout: Annotated[int, Field(gt=0)] = 10
     server_alive_interval: Annotated[int, Field(ge=0)] = 30

@@ -74,10 +74,25 @@ def _value(key: str, value: object) -> str:
     return text
 
 
+def host_key_checking(ssh: SshSettings) -> str:
+    """ssh's StrictHostKeyChecking for both hops: ``yes``, or ``accept-new`` when the setting is
+    false (an unknown host key is trusted and recorded without asking; a changed one is refused)."""
+    return "yes" if ssh.strict_host_key_checking else "accept-new"
+
+
+def host_key_warning(site_name: str, ssh: SshSettings) -> str | None:
+    """What `link check` says when host keys are not checked strictly; None when they are."""
+    if ssh.strict_host_key_checking:
+        return None
+    hops = f"the bastion {ssh.bastion} and the front end(s)" if ssh.bastion else "the front end(s)"
+    return (f"warning: site {site_name}: strict_host_key_checking = false means StrictHostKeyChecking accept-new on {hops}:"
+            f" a host key not yet in {ssh.known_hosts} is accepted and recorded without asking (a changed key is still refused)")
+
+
 def render_ssh_config(site_name: str, ssh: SshSettings, user: str | None, *, batch: bool) -> str:
     """The ssh_config text for one site and user: a Host block per front end (+ the bastion)."""
     u = user_settings(ssh, user)
-    strict = "yes" if ssh.strict_host_key_checking else "accept-new"
+    strict = host_key_checking(ssh)
     common = [
         ("UserKnownHostsFile", ssh.known_hosts),
         ("GlobalKnownHostsFile", "/dev/null"),
