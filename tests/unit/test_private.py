@@ -116,42 +116,6 @@ def test_session_slot_file_planted_as_a_symlink_is_refused(short):
     assert victim.read_text() == "precious\n"
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    d = Database(f"sqlite:///{tmp_path / 'c.db'}")
-    upgrade(d)
-    with d.session() as s:
-        s.add(RemoteRun(remote_id=1, stage="chip", label="l", site="local", state="new", attempt=1, fault=0, job_policy="fatal"))
-    return d
-
-
-@pytest.mark.parametrize("lock", ["run-1.lock", "site-exec_local.lock"])
-@pytest.mark.parametrize("kind", ["symlink", "hardlink"])
-def test_claim_lock_planted_as_a_link_to_an_operators_file_is_never_written(db, tmp_path, lock, kind):
-    victim = tmp_path / "victim"
-    victim.write_text("precious\n")
-    folder = claims_dir(db)
-    folder.mkdir()
-    folder.chmod(0o777)  # as an older scbundle under a loose umask left it, for anyone to plant in
-    (folder / lock).symlink_to(victim) if kind == "symlink" else os.link(victim, folder / lock)
-    with pytest.raises(ScbundleError, match=r"claim lock file .*(is a symbolic link|has 2 names).*nothing written"):
-        with claim_run(db, 1, ["new"], site_lock="exec:local"):
-            pass
-    assert victim.read_text() == "precious\n" and mode(folder) == 0o700
-    (folder / lock).unlink()  # the operator removes it: the claim is taken again
-    with claim_run(db, 1, ["new"], site_lock="exec:local") as c:
-        assert c is not None
-
-
-def test_claims_directory_of_another_user_is_refused(db, tmp_path):
-    folder = claims_dir(db)
-    folder.mkdir()
-    os.chown(folder, OTHER_UID, -1)
-    with pytest.raises(ScbundleError, match=r"claims directory .* belongs to uid 54321, not to you"):
-        with claim_run(db, 1, ["new"]):
-            pass
-
-
 def test_database_wal_shm_and_claims_are_private_whatever_the_umask(tmp_path):
     old = os.umask(0o002)
     try:
