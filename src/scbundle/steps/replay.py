@@ -7,6 +7,7 @@ the whole replay, naming the file and line, before anything is written.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import math
@@ -126,7 +127,7 @@ def parse_result_line(line: str, stage: Stage, components: Mapping[int, int]) ->
         index=index,
         stage_id=stage_id,
         rank=_int(rec.get("rank"), "rank", allow_none=True),
-        host=sys.intern(printable(host[:128])) if host else None,  # a few hundred hosts, shared
+        host=_host_name(host) if host else None,
         attempts=_int(rec.get("attempts", 1), "attempts") or 0,
         exit=exit_code,
         phase=phase,
@@ -135,6 +136,12 @@ def parse_result_line(line: str, stage: Stage, components: Mapping[int, int]) ->
         error=printable(str(error)[-2000:], multiline=True) if error is not None else None,  # the site's text
         dbinfo=dbinfo,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _host_name(host: str) -> str:
+    """A node's name as the site gave it, printable; a few hundred hosts, each one str shared."""
+    return sys.intern(printable(host[:128]))
 
 
 @contextmanager
