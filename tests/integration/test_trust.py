@@ -174,7 +174,7 @@ def test_a_run_that_cannot_be_prepared_is_its_own_error_and_the_others_prepare(c
     (work / "blocked").write_text("a file where the run's directory goes")  # mkdir fails: ENOTDIR
     p = cli("prepare", "chip", check=False)
     assert p.returncode == 1
-    assert f"remote_id {a}: prepare failed, run -> error: prepare: File exists: {work / 'blocked'}" in p.stderr
+    assert f"remote_id {a}: prepare failed, run -> error: File exists: {work / 'blocked'}" in p.stderr
     assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
     assert f"remote_id {b}: 3 components prepared" in p.stdout
     assert q(cli, "select remote_id, state, fault, prev_state from remote_run order by remote_id") == [(a, "error", 2, "new"), (b, "pending", 0, None)]
@@ -187,7 +187,7 @@ def test_a_run_that_cannot_be_prepared_is_its_own_error_and_the_others_prepare(c
     cli("demo-data", "--images", "2")
     c = cli.json("define", "--label", "long", "--stage", "chip")["remote_id"]
     p = cli("prepare", "chip", check=False)
-    assert p.returncode == 1 and f"remote_id {c}: prepare failed, run -> error: prepare: 2 commands" in p.stderr and "over the site's max walltime of 12 h" in p.stderr
+    assert p.returncode == 1 and f"remote_id {c}: prepare failed, run -> error: 2 commands" in p.stderr and "over the site's max walltime of 12 h" in p.stderr
     assert q(cli, "select state, fault from remote_run where remote_id=?", c) == [("error", 3)]
 
 

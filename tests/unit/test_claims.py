@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from scbundle.core.config import ConfigError, config_from_dict, embedded_default, parse_size
+from scbundle.core.errors import ScbundleError
 from scbundle.db.claims import claim_run, claims_dir
 from scbundle.db.migrate import upgrade
 from scbundle.db.models import RemoteRun
@@ -105,3 +106,31 @@ def test_throttle_keys_on_a_site_are_checked_and_named(tmp_path):
         bad["sites"]["local"][key] = value
         with pytest.raises(ConfigError, match=why):
             config_from_dict(bad, "t")
+
+
+# planted where a lock file goes (tests/unit/test_private.py: the other private places)
+@pytest.mark.parametrize("lock", ["run-1.lock", "site-exec_local.lock"])
+@pytest.mark.parametrize("kind", ["symlink", "hardlink"])
+def test_claim_lock_planted_as_a_link_to_an_operators_file_is_never_written(db, tmp_path, lock, kind):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    folder = claims_dir(db)
+    folder.mkdir()
+    folder.chmod(0o777)  # as an older scbundle under a loose umask left it, for anyone to plant in
+    (folder / lock).symlink_to(victim) if kind == "symlink" else os.link(victim, folder / lock)
+    with pytest.raises(ScbundleError, match=r"claim lock file .*(is a symbolic link|has 2 names).*nothing written"):
+        with claim_run(db, 1, ["new"], site_lock="exec:local"):
+            pass
+    assert victim.read_text() == "precious\n" and folder.stat().st_mode & 0o777 == 0o700
+    (folder / lock).unlink()  # the operator removes it: the claim is taken again
+    with claim_run(db, 1, ["new"], site_lock="exec:local") as c:
+        assert c is not None
+
+
+def test_claims_directory_of_another_user_is_refused(db, tmp_path):
+    folder = claims_dir(db)
+    folder.mkdir()
+    os.chown(folder, 54321, -1)  # nobody's: root can still give it away
+    with pytest.raises(ScbundleError, match=r"claims directory .* belongs to uid 54321, not to you"):
+        with claim_run(db, 1, ["new"]):
+            pass

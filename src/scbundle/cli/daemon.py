@@ -29,7 +29,7 @@ CHECK_EVERY_S = 1.0  # while waiting between passes: how often the database's id
 
 
 def _log(msg: str) -> None:
-    log.info("%s", printable(msg))
+    log.info("%s", printable(msg, multiline=True))
 
 
 def configure_logging() -> None:

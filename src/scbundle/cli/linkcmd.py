@@ -8,7 +8,7 @@ from dataclasses import asdict
 import click
 
 from scbundle.cli.main import Ctx, cli, pass_ctx
-from scbundle.cli.render import emit_json, fmt_duration, link_table
+from scbundle.cli.render import echo, emit_json, fmt_duration, link_table
 from scbundle.core.errors import ScbundleError
 
 
@@ -36,7 +36,7 @@ def link_start(c: Ctx, site: str | None) -> None:
     lk = _openssh(c, site)
     out = [lk.start(i) for i in range(len(lk.ssh.hosts))]
     for m in out:
-        click.echo(f"link {m.site} -> {m.host} as {m.user}: up (master pid {m.pid})")
+        echo(f"link {m.site} -> {m.host} as {m.user}: up (master pid {m.pid})")
 
 
 @link.command("check")
@@ -46,16 +46,21 @@ def link_start(c: Ctx, site: str | None) -> None:
 def link_check(c: Ctx, site: str | None, as_json: bool) -> None:
     """Up or down, since when, age, and time left before the site's drop. Exit 1 when down."""
     from scbundle.core.app import make_console
+    from scbundle.site.link.openssh import host_key_checking, host_key_warning
 
     lk = _openssh(c, site)
     statuses = lk.check()
+    keys = host_key_checking(lk.ssh)  # both hops
     if as_json:
-        emit_json([{**asdict(m), "warn": m.warn} for m in statuses])
+        emit_json([{**asdict(m), "warn": m.warn, "host_key_checking": keys} for m in statuses])
     else:
         make_console().print(link_table(statuses))
         for m in statuses:
             if m.warn:
-                click.echo(f"warning: the link to {m.host} drops in {fmt_duration(m.left_s)}: plan the maintenance (ops/maintain-link)", err=True)
+                echo(f"warning: the link to {m.host} drops in {fmt_duration(m.left_s)}: plan the maintenance (ops/maintain-link)", err=True)
+    note = host_key_warning(lk.site_name, lk.ssh)
+    if note:
+        echo(note, err=True)
     if not all(m.up for m in statuses):
         sys.exit(1)
 
@@ -67,7 +72,7 @@ def link_stop(c: Ctx, site: str | None) -> None:
     """End the master(s) (sessions riding them end too)."""
     lk = _openssh(c, site)
     for m in lk.stop():
-        click.echo(f"link {m.site} -> {m.host}: {'still up' if m.up else 'down'}")
+        echo(f"link {m.site} -> {m.host}: {'still up' if m.up else 'down'}")
 
 
 @link.command("switch-user")
@@ -78,4 +83,4 @@ def link_switch_user(c: Ctx, name: str, site: str | None) -> None:
     """Point the link at another user's ssh settings (takes effect at the next `link start`)."""
     lk = _openssh(c, site)
     lk.switch_user(name)
-    click.echo(f"link {lk.site_name}: user {name} (config {lk.conf_path(batch=False)})")
+    echo(f"link {lk.site_name}: user {name} (config {lk.conf_path(batch=False)})")

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from scbundle.core.text import printable
+from scbundle.core.text import printable, printable_data
 from scbundle.steps.common import StepReport
 from scbundle.steps.status import ComponentStatus, RunStatus
 
@@ -22,7 +22,14 @@ STATE_STYLE = {"full": "green", "error": "red", "auth": "yellow", "run": "cyan",
 
 
 def emit_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=1, default=str))
+    """``--json``: the site's text in it without control characters (newlines kept, escaped)."""
+    click.echo(json.dumps(printable_data(data), indent=1, default=str))
+
+
+def echo(text: object, *, err: bool = False) -> None:
+    """click.echo for a line that may carry the site's text (a job state, a message, a stderr
+    tail): no escape sequence or other control character of it reaches the terminal."""
+    click.echo(printable(text, multiline=True), err=err)
 
 
 def rows_json(rows: Sequence[object]) -> list[dict]:

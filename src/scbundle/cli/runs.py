@@ -13,6 +13,7 @@ import click
 from scbundle.cli.main import EXIT_LINK_DOWN, Count, Ctx, RemoteId, cli, fail, pass_ctx
 from scbundle.cli.render import (
     components_table,
+    echo,
     emit_json,
     nothing,
     report_pass,
@@ -29,7 +30,7 @@ def _finish(rep, *, named: bool, nothing_msg: str, as_json: bool) -> None:
     or the step switched off; 75 when the link is down."""
     report_pass(rep, "")
     if nothing(rep) and not as_json:
-        click.echo(nothing_msg)
+        echo(nothing_msg)
     if any(getattr(r, "error", None) for r in rep.results) or (named and rep.held) or rep.skipped:
         sys.exit(1)
     if rep.auth:
@@ -54,7 +55,7 @@ def define(c: Ctx, label: str, stage: str, limit: int | None, site: str | None, 
     if as_json:
         emit_json(asdict(d))
     else:
-        click.echo(f"remote_id {d.remote_id}: {d.n_components} {stage} components, label {label}, state new")
+        echo(f"remote_id {d.remote_id}: {d.n_components} {stage} components, label {label}, state new")
 
 
 @cli.command()
@@ -76,15 +77,15 @@ def prepare(c: Ctx, stage: str, remote_id: int | None, label: str | None, as_jso
         emit_json(rows_json(rep.results))
     for p in rep.results:
         if p.error:
-            click.echo(f"remote_id {p.remote_id}: prepare failed, run -> {p.state}: {printable(p.error)}", err=True)
+            echo(f"remote_id {p.remote_id}: prepare failed, run -> {p.state}: {printable(p.error).removeprefix('prepare: ')}", err=True)
         elif not as_json and p.state == RunState.PENDING:
-            click.echo(
+            echo(
                 f"remote_id {p.remote_id}: {p.n_components} components prepared in {p.seconds} s"
                 f" ({p.n_missing} missing input), {p.nodes} node(s) x {p.hours} h, {p.nranks} ranks,"
                 f" {p.n_configs} multi-prog config(s) -> {p.path_base}"
             )
         elif not as_json:
-            click.echo(f"remote_id {p.remote_id}: nothing to run ({p.n_missing} component(s) missing an input), run -> {p.state}", err=True)
+            echo(f"remote_id {p.remote_id}: nothing to run ({p.n_missing} component(s) missing an input), run -> {p.state}", err=True)
     _finish(rep, named=remote_id is not None, nothing_msg=f"nothing to prepare (no new {stage} run)", as_json=as_json)
 
 
@@ -110,9 +111,9 @@ def exec_cmd(c: Ctx, remote_id: int | None, label: str | None, as_json: bool) ->
         emit_json(rows_json(rep.results))
     for r in rep.results:
         if r.error:
-            click.echo(f"remote_id {r.remote_id}: exec failed: {printable(r.error)}", err=True)
+            echo(f"remote_id {r.remote_id}: exec failed: {printable(r.error).removeprefix('exec: ')}", err=True)
         elif not as_json:
-            click.echo(f"remote_id {r.remote_id}: submitted job {printable(r.job_id)} ({r.pushed_files} files, {r.pushed_bytes} bytes pushed, {r.invocations} link calls)")
+            echo(f"remote_id {r.remote_id}: submitted job {printable(r.job_id)} ({r.pushed_files} files, {r.pushed_bytes} bytes pushed, {r.invocations} link calls)")
     _finish(rep, named=remote_id is not None, nothing_msg="nothing to exec (no pending run without a fault)", as_json=as_json)
 
 
@@ -138,15 +139,15 @@ def poll(c: Ctx, remote_id: int | None, label: str | None, wait_s: float | None,
         emit_json(rows_json(rep.results))
     for r in rep.results:
         if r.error and r.state == RunState.RUN:
-            click.echo(f"remote_id {r.remote_id}: poll failed, nothing replayed (the run stays in run, the next poll tries again): {printable(r.error)}", err=True)
+            echo(f"remote_id {r.remote_id}: poll failed, nothing replayed (the run stays in run, the next poll tries again): {printable(r.error).removeprefix('poll: ')}", err=True)
         elif r.error:
-            click.echo(f"remote_id {r.remote_id}: poll failed, run -> {r.state}: {printable(r.error)}", err=True)
+            echo(f"remote_id {r.remote_id}: poll failed, run -> {r.state}: {printable(r.error).removeprefix('poll: ')}", err=True)
         elif as_json:
             continue
         elif r.state == RunState.RUN:
-            click.echo(f"remote_id {r.remote_id}: job {printable(r.job_state)}")
+            echo(f"remote_id {r.remote_id}: job {printable(r.job_state)}")
         else:
-            click.echo(f"remote_id {r.remote_id}: {r.state} ({r.n_good} good, {r.n_failed} failed)" + (f" - {printable(r.message)}" if r.message else ""))
+            echo(f"remote_id {r.remote_id}: {r.state} ({r.n_good} good, {r.n_failed} failed)" + (f" - {printable(r.message)}" if r.message else ""))
     _finish(rep, named=remote_id is not None, nothing_msg="nothing to poll (no run in state run)", as_json=as_json)
 
 
@@ -161,18 +162,18 @@ def advance(c: Ctx, label: str | None, remote_id: int | None, as_json: bool) -> 
 
     rep = do_advance(c.app(), label=label, remote_id=remote_id)
     if rep.skipped:
-        click.echo(rep.skipped, err=True)
+        echo(rep.skipped, err=True)
     if as_json:
         emit_json({"runs": rows_json(rep.runs), "defined": rows_json(rep.defined), "blocked": rows_json(rep.blocked)})
     else:
         for r in rep.runs:
-            click.echo(f"remote_id {r.remote_id} ({r.stage}): {printable(r.note)}")
+            echo(f"remote_id {r.remote_id} ({r.stage}): {printable(r.note)}")
         for d in rep.defined:
-            click.echo(f"remote_id {d.remote_id}: {d.n_components} {d.stage} components, label {d.label}, state new")
+            echo(f"remote_id {d.remote_id}: {d.n_components} {d.stage} components, label {d.label}, state new")
         for b in rep.blocked:
-            click.echo(f"blocked {b.stage} {printable(b.item)} (from remote_id {b.remote_id}): {printable(b.reason)}")
+            echo(f"blocked {b.stage} {printable(b.item)} (from remote_id {b.remote_id}): {printable(b.reason)}")
         if not rep.runs and not rep.skipped:
-            click.echo("nothing to advance (no full run that is not advanced yet)")
+            echo("nothing to advance (no full run that is not advanced yet)")
     if rep.skipped:
         sys.exit(1)
 
@@ -230,7 +231,7 @@ def cancel(c: Ctx, remote_id: int, as_json: bool) -> None:
     if as_json:
         emit_json(asdict(res))
     else:
-        click.echo(f"remote_id {res.remote_id}: job {printable(res.job_id)} cancelled -> {res.state}: {printable(res.message)}")
+        echo(f"remote_id {res.remote_id}: job {printable(res.job_id)} cancelled -> {res.state}: {printable(res.message)}")
 
 
 @cli.command()
@@ -253,10 +254,10 @@ def revert(c: Ctx, remote_id: int | None, label: str | None, fault: int | None, 
         return
     for r in res:
         tail = f" - {printable(r.message)}" if r.message else ""
-        click.echo(f"remote_id {r.remote_id}: {r.from_state} -> {r.to_state} ({r.requeued} component(s) requeued, {r.abandoned} abandoned){tail}")
+        echo(f"remote_id {r.remote_id}: {r.from_state} -> {r.to_state} ({r.requeued} component(s) requeued, {r.abandoned} abandoned){tail}")
     if not res:
         what = "in auth" if auth else "with abandoned components" if abandoned else "in error"
-        click.echo(f"nothing to revert (no run {what}" + (f" with fault {fault}" if fault else "") + " among those named)")
+        echo(f"nothing to revert (no run {what}" + (f" with fault {fault}" if fault else "") + " among those named)")
 
 
 @cli.command()
@@ -277,4 +278,4 @@ def retire(c: Ctx, remote_id: int, components: str | None, clean_remote: bool, f
     if as_json:
         emit_json(asdict(res))
     else:
-        click.echo(f"remote_id {res.remote_id}: {res.from_state} -> retired: {printable(res.message)}")
+        echo(f"remote_id {res.remote_id}: {res.from_state} -> retired: {printable(res.message)}")

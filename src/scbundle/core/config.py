@@ -18,6 +18,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from scbundle.core.errors import ConfigError
+from scbundle.core.secrets import hide_password, shown
 
 _WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
 
@@ -95,7 +96,13 @@ class SshSettings(_Strict):
     identity: str | None = None
     bastion_identity: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
-    strict_host_key_checking: bool = True
+    # false is not "no checking": it is StrictHostKeyChecking accept-new on both hops (bastion and
+    # front end), an unknown host key accepted and recorded without asking; `link check` says so
+    strict_host_key_checking: bool = Field(
+        True,
+        description="true: StrictHostKeyChecking yes on both hops; false (link = \"ssh\"): accept-new on both hops (an unknown "
+        "host key is accepted and recorded without asking, a changed one is still refused); link = \"paramiko\" always refuses an unknown key",
+    )
     control_dir: str = "~/.scb"
     connect_timeout: Annotated[int, Field(gt=0)] = 10
     server_alive_interval: Annotated[int, Field(ge=0)] = 30
@@ -297,8 +304,10 @@ def format_validation(err: ValidationError, prefix: str = "") -> str:
         elif e["type"] == "missing":
             parts.append(f"missing key {where!r}")
         else:
-            msg = e["msg"].removeprefix("Value error, ")
-            parts.append(f"{where}: {msg} (got {e.get('input')!r})")
+            msg = hide_password(e["msg"].removeprefix("Value error, "))
+            key = next((p for p in reversed(e["loc"]) if isinstance(p, str)), None)
+            got = shown(key, e.get("input"))  # a model-level error's input is the whole file: never shown
+            parts.append(f"{where}: {msg}" + (f" (got {got})" if got is not None else ""))
     return "; ".join(parts)
 
 
@@ -319,7 +328,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             raise ConfigError(f"config file {candidate} does not exist")
         return config_from_dict(embedded_default(), "embedded default")
     try:
-        data = tomllib.loads(candidate.read_text())
+        data = tomllib.loads(candidate.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        line = err.object[: err.start].count(b"\n") + 1
+        raise ConfigError(f"config {candidate}: not UTF-8 text (byte 0x{err.object[err.start]:02x} on line {line}); TOML files are UTF-8") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config {candidate}: not valid TOML: {err}") from None
     except OSError as err:

@@ -6,6 +6,7 @@ import shlex
 from collections.abc import Sequence
 
 from scbundle.core.states import Fault
+from scbundle.core.text import printable
 
 
 class ScbundleError(Exception):
@@ -84,8 +85,14 @@ class CommandError(ScbundleError):
         self.returncode = returncode
         if isinstance(stderr, bytes):
             stderr = stderr.decode("utf-8", "replace")
-        self.stderr_tail = "\n".join(stderr.strip().splitlines()[-5:])
+        # the site's text: no escape sequence of it reaches a terminal through this message
+        self.stderr_tail = printable("\n".join(stderr.strip().splitlines()[-5:]), multiline=True)
         message = f"{what}: exit {returncode}: {shlex.join(self.argv)}"
         if self.stderr_tail:
             message += f" | stderr: {self.stderr_tail}"
         super().__init__(message, remote_id=remote_id)
+
+
+class UnsafePathError(ConfigError):
+    """A directory or file scbundle keeps private (the link's control directory, the claim
+    locks, the database) is not: a symbolic link, another user's, or open to others."""

@@ -39,6 +39,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from scbundle.core.errors import StateError
+from scbundle.core.private import open_private, private_dir
 from scbundle.db.models import RemoteRun
 from scbundle.db.runs import get_run
 from scbundle.db.session import Database
@@ -126,7 +127,8 @@ def claims_dir(db: Database) -> Path:
 @contextmanager
 def _claim_file(db: Database, remote_id: int, states: list[str], site_lock: str | None) -> Iterator[Claim | None]:
     folder = claims_dir(db)
-    folder.mkdir(parents=True, exist_ok=True)
+    # 0700 whatever the umask, and no link: each lock file in it is checked as it is opened too
+    private_dir(folder, what="claims directory", ancestors=False, loose="tighten")
     with _file_lock(folder / f"site-{_safe(site_lock)}.lock", block=True) if site_lock else nullcontext(True):
         with _file_lock(folder / f"run-{remote_id}.lock", block=False) as held:
             if not held:
@@ -147,7 +149,8 @@ def _file_lock(path: Path, *, block: bool) -> Iterator[bool]:
     open file holds it. The holder unlinks the file before it lets go, so the directory stays
     clean; a process that locked a file just unlinked tries again on the new one."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        # never through a link, never another's file: it is truncated and written below
+        fd = open_private(path, what="claim lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
         except BlockingIOError:

@@ -12,6 +12,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from sqlalchemy.orm import Session, sessionmaker
 
 from scbundle.core.errors import DatabaseError
+from scbundle.core.private import make_private_file
+from scbundle.core.secrets import hide_password
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - exercised via connect
@@ -43,8 +45,11 @@ class Database:
         try:
             parsed = make_url(url)
         except ArgumentError:
-            raise DatabaseError(f"database URL {url!r} is not a valid SQLAlchemy URL") from None
-        self.display_url = parsed.render_as_string(hide_password=True)
+            raise DatabaseError(f"database URL {hide_password(url)!r} is not a valid SQLAlchemy URL") from None
+        self.display_url = hide_password(parsed.render_as_string(hide_password=True))
+        if "@" in (parsed.host or ""):  # "u:p@ss@host": SQLAlchemy would send "p" and try host "ss@host"
+            raise DatabaseError(f"database URL {hide_password(url)!r}: its password holds an '@'; write it as %40")
+        self._password = parsed.password  # kept out of every message below
         self.backend = parsed.get_backend_name()  # "sqlite", "postgresql", ...
         #: the SQLite database file (None for other backends and in-memory databases)
         self.sqlite_file: Path | None = None
@@ -52,9 +57,15 @@ class Database:
             self.sqlite_file = Path(parsed.database).absolute()
             parent = Path(parsed.database).parent
             try:
-                parent.mkdir(parents=True, exist_ok=True)
+                parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                # private whatever the umask: SQLite gives its -wal and -shm files the database
+                # file's own mode, so they are 0600 as well
+                if not parsed.query.get("uri"):
+                    make_private_file(self.sqlite_file)
+                    for suffix in ("-wal", "-shm", "-journal"):  # left 0644 by an earlier scbundle
+                        make_private_file(self.sqlite_file.with_name(self.sqlite_file.name + suffix), create=False)
             except OSError as err:
-                raise DatabaseError(f"database {self.display_url}: cannot create {parent}: {err.strerror}") from None
+                raise DatabaseError(f"database {self.display_url}: cannot create {err.filename or parent}: {err.strerror}") from None
         # a server restarted under a long-lived process (the daemon) costs it nothing: stale
         # pooled connections are replaced at checkout
         options = {} if self.backend == "sqlite" else {"pool_pre_ping": True}
@@ -74,7 +85,7 @@ class Database:
             with self.engine.connect():
                 pass
         except SQLAlchemyError as err:
-            raise DatabaseError(f"cannot open database {self.display_url}: {_short(err)}") from None
+            raise DatabaseError(f"cannot open database {self.display_url}: {_short(err, self._password)}") from None
 
     def table_names(self) -> list[str]:
         with self.engine.connect() as conn:
@@ -100,7 +111,7 @@ class Database:
             session.commit()
         except DBAPIError as err:
             session.rollback()
-            raise DatabaseError(f"database {self.display_url}: {_short(err)}") from err
+            raise DatabaseError(f"database {self.display_url}: {_short(err, self._password)}") from err
         except BaseException:
             session.rollback()
             raise
@@ -108,7 +119,10 @@ class Database:
             session.close()
 
 
-def _short(err: SQLAlchemyError) -> str:
+def _short(err: SQLAlchemyError, password: str | None = None) -> str:
     orig = getattr(err, "orig", None)
     text = str(orig if orig is not None else err)
-    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    text = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    if password:  # a driver may quote its connection string back
+        text = text.replace(password, "***")
+    return hide_password(text)

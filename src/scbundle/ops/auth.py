@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from scbundle.core.app import App, utcnow
 from scbundle.core.states import RunState
+from scbundle.core.text import printable
 from scbundle.db.claims import claim_run
 from scbundle.db.runs import get_run, move
 
@@ -34,6 +35,6 @@ def _pause(app: App, remote_id: int, reason: str, by: str) -> bool:
         run = get_run(s, remote_id, lock=True)
         if run.state not in PAUSABLE:
             return False
-        move(run, RunState.AUTH, by, message=reason)
+        move(run, RunState.AUTH, by, message=printable(reason, multiline=True))  # ssh's stderr: the site's text
         run.last_poll = utcnow()
         return True

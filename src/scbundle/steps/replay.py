@@ -7,6 +7,7 @@ the whole replay, naming the file and line, before anything is written.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import math
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scbundle.core.text import printable
 from scbundle.stages.base import INT64_MAX, INT64_MIN, DbinfoRecord, Stage, check_value
 
 # command / post: the program (or its post) exited non-zero; limit: stopped at the stage's
@@ -145,15 +147,21 @@ def parse_record(rec: object, stage: Stage, components: Mapping[int, int]) -> Co
         index=index,
         stage_id=stage_id,
         rank=_int(rec.get("rank"), "rank", allow_none=True),
-        host=sys.intern(host[:128]) if host else None,  # a few hundred hosts, shared
+        host=_host_name(host) if host else None,
         attempts=_int(rec.get("attempts", 1), "attempts", hi=1000) or 0,
         exit=exit_code,
         phase=phase,
         start=_number(rec.get("start"), "start", allow_none=True),
         end=_number(rec.get("end"), "end", allow_none=True),
-        error=str(error)[-2000:] if error is not None else None,
+        error=printable(str(error)[-2000:], multiline=True) if error is not None else None,  # the site's text
         dbinfo=dbinfo,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _host_name(host: str) -> str:
+    """A node's name as the site gave it, printable; a few hundred hosts, each one str shared."""
+    return sys.intern(printable(host[:128]))
 
 
 @contextmanager

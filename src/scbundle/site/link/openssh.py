@@ -32,6 +32,8 @@ import psutil
 
 from scbundle.core.config import Site, SshSettings
 from scbundle.core.errors import ConfigError, HostKeyError, LinkDownError, ScbundleError
+from scbundle.core.private import open_private, private_dir
+from scbundle.core.text import printable
 from scbundle.site.link.base import ProcessTransport
 
 _SAFE_VALUE = re.compile(r"^[^\s\"'\\#]+$")
@@ -72,10 +74,25 @@ def _value(key: str, value: object) -> str:
     return text
 
 
+def host_key_checking(ssh: SshSettings) -> str:
+    """ssh's StrictHostKeyChecking for both hops: ``yes``, or ``accept-new`` when the setting is
+    false (an unknown host key is trusted and recorded without asking; a changed one is refused)."""
+    return "yes" if ssh.strict_host_key_checking else "accept-new"
+
+
+def host_key_warning(site_name: str, ssh: SshSettings) -> str | None:
+    """What `link check` says when host keys are not checked strictly; None when they are."""
+    if ssh.strict_host_key_checking:
+        return None
+    hops = f"the bastion {ssh.bastion} and the front end(s)" if ssh.bastion else "the front end(s)"
+    return (f"warning: site {site_name}: strict_host_key_checking = false means StrictHostKeyChecking accept-new on {hops}:"
+            f" a host key not yet in {ssh.known_hosts} is accepted and recorded without asking (a changed key is still refused)")
+
+
 def render_ssh_config(site_name: str, ssh: SshSettings, user: str | None, *, batch: bool) -> str:
     """The ssh_config text for one site and user: a Host block per front end (+ the bastion)."""
     u = user_settings(ssh, user)
-    strict = "yes" if ssh.strict_host_key_checking else "accept-new"
+    strict = host_key_checking(ssh)
     common = [
         ("UserKnownHostsFile", ssh.known_hosts),
         ("GlobalKnownHostsFile", "/dev/null"),
@@ -136,7 +153,9 @@ def classify_ssh_failure(site_name: str, returncode: int, stderr: str) -> Scbund
 
 
 def _tail(text: str) -> str:
-    return " | ".join(line.strip() for line in text.strip().splitlines()[-3:] if line.strip())
+    """The last lines of ssh's stderr, which carries the site's own text (banners, the remote
+    command's stderr): one printable line."""
+    return printable(" | ".join(line.strip() for line in text.strip().splitlines()[-3:] if line.strip()))
 
 
 @dataclass(frozen=True)
@@ -173,12 +192,12 @@ class OpenSshLink:
 
     # -- files in the control directory ---------------------------------------------------
     def ensure_dir(self) -> None:
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = self.dir.stat()
-        if st.st_uid != os.geteuid():
-            raise ConfigError(f"control directory {self.dir} belongs to uid {st.st_uid}, not to you")
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            os.chmod(self.dir, 0o700)
+        """The control directory holds the configs ssh reads with ``-F`` (ssh checks neither
+        their owner nor their mode, only ~/.ssh/config's) and the master's socket: it must be a
+        place only the operator can change, checked without following links before every use
+        (core/private.py: not a link, yours, 0700, every directory on the way yours or root's
+        and not writable by others unless sticky)."""
+        private_dir(self.dir, what=f"site {self.site_name}: control directory")
 
     @property
     def _user_file(self) -> Path:
@@ -269,7 +288,7 @@ class OpenSshLink:
             errf.seek(0)
             err = errf.read().decode("utf-8", "replace")
         if err.strip():
-            sys.stderr.write(err)
+            sys.stderr.write(printable(err, multiline=True))
         if p.returncode != 0:
             raise classify_ssh_failure(self.site_name, 255, err) or LinkDownError(f"link start for {alias} failed: {_tail(err)}")
         status = self.check_one(index)
@@ -291,7 +310,14 @@ class OpenSshLink:
     def _remove_stale_socket(self, alias: str) -> None:
         """A master killed hard leaves its socket; a new master would refuse to replace it."""
         path = self.socket_path(alias)
-        if path is not None and path.is_socket() and path.parent == self.dir:
+        if path is None or path.parent != self.dir:
+            return
+        self.ensure_dir()
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISSOCK(st.st_mode) and st.st_uid == os.geteuid():
             path.unlink()
 
     def stop(self) -> list[MasterStatus]:
@@ -313,7 +339,7 @@ class OpenSshLink:
         deadline = time.monotonic() + timeout
         while True:
             for n in range(self.ssh.max_sessions):
-                fd = os.open(self.dir / f"{self.site_name}.slot.{n}", os.O_RDWR | os.O_CREAT, 0o600)
+                fd = open_private(self.dir / f"{self.site_name}.slot.{n}", what="session slot file")
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

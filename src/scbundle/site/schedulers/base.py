@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from scbundle.core.text import printable
+
 
 class JobState(enum.StrEnum):
     PENDING = "pending"
@@ -38,6 +40,10 @@ class JobStatus:
     raw: str  # the scheduler's own word (e.g. "TIMEOUT", "Removed"), kept for the operator
     reason: str = ""  # the scheduler's reason / message, if it gives one
     elapsed_s: int | None = None  # wall seconds the job ran, if the scheduler says
+
+    def __post_init__(self) -> None:  # the scheduler's words are the site's text: never a terminal's command
+        for name in ("name", "raw", "reason"):
+            object.__setattr__(self, name, printable(getattr(self, name)))
 
 
 @dataclass(frozen=True)
