@@ -34,7 +34,7 @@ from scbundle.core.app import App  # noqa: E402
 from scbundle.core.config import config_from_dict  # noqa: E402
 from scbundle.db.migrate import upgrade  # noqa: E402
 from scbundle.db.session import Database  # noqa: E402
-from scbundle.demo import seed_demo  # noqa: E402
+from scbundle.stages.demo_data import seed_demo  # noqa: E402
 from scbundle.site.layout import tool_argv, tools_dir  # noqa: E402
 from scbundle.site.link import transport_for  # noqa: E402
 from scbundle.site.link.openssh import OpenSshLink  # noqa: E402

@@ -79,7 +79,7 @@ def test_demo_carries_the_data_through_four_stages(cli):
     assert close([mosaic[(y0 + y) * w + x0 + x] for y in range(bh) for x in range(bw)], [v - med for v in chip])
 
     # warp: the mosaic resampled through the geometry's affine transform
-    from scbundle.geometry import Pointing, SkyCell, warp_affine
+    from scbundle.stages.geometry import Pointing, SkyCell, warp_affine
 
     wid, e_id, image_uri = q(cli, "select w.warp_id, w.exp_id, r.image_uri from warp w join warp_result r using (warp_id) order by warp_id")[0]
     ra, dec, rot = q(cli, "select ra_deg, dec_deg, rot_deg from exposure where exp_id=?", e_id)[0]

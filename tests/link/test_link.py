@@ -90,7 +90,7 @@ def test_link_down_exec_goes_to_auth_quickly_and_revert_finishes(sshenv):
 
 
 def test_master_killed_mid_transfer_then_auth_revert_completes_with_complete_files(sshenv):
-    from scbundle.demo import sc_chip
+    from scbundle.stages.demo_data import sc_chip
 
     sshenv.link_start()
     rid = define_run(sshenv, 16)
