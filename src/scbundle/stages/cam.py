@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from scbundle.core.errors import ConfigError
 from scbundle.core.states import ComponentState, Fault
 from scbundle.db.models import CamResult, ChipResult, Exposure, Imfile, RemoteComponent, RemoteRun
-from scbundle.geometry import MOSAIC_SIZE, chip_origin
+from scbundle.stages.geometry import MOSAIC_SIZE, chip_origin
 from scbundle.stages.base import (  # fmt: skip
     Advance,
     Blocked,

@@ -28,7 +28,7 @@ from scbundle.db.models import (
     Warp,
     WarpResult,
 )
-from scbundle.geometry import Pointing, SkyCell, overlapping, warp_affine
+from scbundle.stages.geometry import Pointing, SkyCell, overlapping, warp_affine
 from scbundle.stages.base import (  # fmt: skip
     Advance,
     Blocked,
