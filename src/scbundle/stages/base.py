@@ -168,6 +168,9 @@ class Stage(ABC):
     #: the stage `scbundle advance` queues after this one (None: the end of the pipeline);
     #: a site's config may override it ([stages.NAME] next_stage)
     next_stage: str | None = None
+    #: the largest permanent product poll brings back (bytes): a larger one is refused before
+    #: any of it is written ([stages.NAME] max_product_bytes overrides it)
+    max_product_bytes: int = 4 << 30
 
     @abstractmethod
     def pending_work(self, session: Session, limit: int | None) -> list[int]:

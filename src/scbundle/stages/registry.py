@@ -121,6 +121,8 @@ def get_stage(name: str, config: Config) -> Stage:
         stage.threads = settings.threads
     if settings.cost_seconds is not None:
         stage.cost_seconds = settings.cost_seconds
+    if settings.max_product_bytes is not None:
+        stage.max_product_bytes = settings.max_product_bytes
     return stage
 
 

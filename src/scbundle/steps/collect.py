@@ -32,7 +32,7 @@ from scbundle.site.schedulers.base import JobState, JobStatus
 from scbundle.site.transfer import extract_returned
 from scbundle.stages.registry import get_stage
 from scbundle.steps.common import build_context, submit_context
-from scbundle.steps.replay import ComponentResult, gc_paused, read_results
+from scbundle.steps.replay import ComponentResult, gc_paused, read_results, results_file_limit
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,21 @@ def _components_index(path_base: Path) -> dict[int, int]:
     return out
 
 
+# What the job's own files may hold when they come back (bytes), by the run's component count:
+# summary.json lists every component (its seconds, and the missing / failed / stopped ones).
+SUMMARY_BASE, SUMMARY_PER_COMPONENT = 1 << 20, 128
+JOB_FILE_MAX = {"job.exit": 4096, "results/pre.json": 64 << 20, "job.out": 256 << 20}
+
+
+def job_file_limit(rel: str, n_components: int) -> int:
+    """The most a job file (``rel`` in the run directory) may hold when it comes back."""
+    if rel == "summary.json":
+        return SUMMARY_BASE + SUMMARY_PER_COMPONENT * max(n_components, 0)
+    if rel.startswith("results/rank-"):
+        return results_file_limit(n_components)
+    return JOB_FILE_MAX[rel]
+
+
 def pull_results(app: App, run: RemoteRun, t: Transport) -> tuple[Path, set[int], array]:
     """One pack invocation: job files into path_base/returned, products to their destinations.
 
@@ -82,6 +97,10 @@ def pull_results(app: App, run: RemoteRun, t: Transport) -> tuple[Path, set[int]
             raise DbinfoError(f"{path_base / 'products.tsv'}: product destination {local} is outside the site's local roots")
         wanted.append((remote, Path(local)))
     destinations = {i: dest for i, (_, dest) in enumerate(wanted)}
+    n_components = int(_read_bundle(path_base).get("n_components") or 0)
+    cap = get_stage(run.stage, app.config).max_product_bytes
+    limits = {i: job_file_limit(rel, n_components) for i, rel in enumerate(job_files)}
+    limits.update((i, cap) for i in range(len(job_files), len(wanted)))  # the products
     roots = [returned, *(Path(r) for r in pm.local_roots())]
     returned.mkdir(parents=True, exist_ok=True)
     for stale in returned.rglob("*"):
@@ -91,7 +110,7 @@ def pull_results(app: App, run: RemoteRun, t: Transport) -> tuple[Path, set[int]
     got = {}
 
     def consume(stream) -> None:
-        got["r"] = extract_returned(stream, destinations, roots)
+        got["r"] = extract_returned(stream, destinations, roots, max_bytes=limits)
 
     t.stream_out(tool_argv(site.python, ctx.tools_dir, "sc_remote.py", "pack", *roots_args(site)), consume, input=listing)
     received = got["r"].indices
@@ -254,14 +273,25 @@ def poll_run(app: App, run: RemoteRun, t: Transport, claim: Claim | None = None)
     return apply_results(
         app, run.remote_id, results, products_back, owners,
         job=job, job_note=note, max_attempts=int(bundle.get("attempts", 2)),
-        usage=accounting(read_summary(path_base), int(bundle.get("threads", 1))), claim=claim,
+        usage=accounting(read_summary(path_base, int(bundle.get("n_components") or 0)), int(bundle.get("threads", 1))), claim=claim,
     )  # fmt: skip
 
 
 
-def read_summary(path_base: Path) -> dict | None:
+def read_summary(path_base: Path, n_components: int = 0) -> dict | None:
+    """The job's summary.json as it came back (None when absent or unreadable: it only feeds
+    the accounting); one larger than job_file_limit is refused, naming the file."""
     p = path_base / "returned" / "summary.json"
+    limit = job_file_limit("summary.json", n_components)
     try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError:
         return None
+    if len(data) > limit:
+        raise DbinfoError(f"{p}: more than {limit} bytes for a run of {n_components} component(s); refused")
+    try:
+        summary = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return summary if isinstance(summary, dict) else None

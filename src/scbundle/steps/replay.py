@@ -28,6 +28,17 @@ STOPPED_PHASES = frozenset({"limit", "deadline", "signal"})
 
 RESULT_FIELDS = {"index", "stage_id", "rank", "host", "attempts", "exit", "phase", "start", "end", "dbinfo", "error"}
 
+# A result line is one component's record: its dbinfo (numbers and short tokens) and an error
+# tail of 2000 characters; more than this is refused, naming the file and line.
+RESULT_LINE_MAX = 1 << 20
+# What one rank file may hold, per component of the run (a record is a few hundred bytes).
+RESULT_BYTES_PER_COMPONENT = 16 * 1024
+
+
+def results_file_limit(n_components: int) -> int:
+    """The most one results/rank-*.jsonl file of a run of ``n_components`` may hold."""
+    return RESULT_LINE_MAX + RESULT_BYTES_PER_COMPONENT * max(n_components, 0)
+
 
 @dataclass(frozen=True, slots=True)  # slots: a million of them in a large replay
 class ComponentResult:
@@ -150,32 +161,43 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def read_results(files: Sequence[Path], stage: Stage, components: Mapping[int, int]) -> dict[int, ComponentResult]:
-    """All result records of a job by component index; DbinfoError names file and line."""
+def read_results(
+    files: Sequence[Path], stage: Stage, components: Mapping[int, int], *, line_max: int = RESULT_LINE_MAX, file_max: int | None = None
+) -> dict[int, ComponentResult]:
+    """All result records of a job by component index; DbinfoError names file and line.
+
+    Each file is read a line at a time: a line over ``line_max`` bytes, or a file over
+    ``file_max`` (default: results_file_limit of the run's components), is refused."""
     with gc_paused():
-        return _read_results(files, stage, components)
+        return _read_results(files, stage, components, line_max, results_file_limit(len(components)) if file_max is None else file_max)
 
 
-def _read_results(files: Sequence[Path], stage: Stage, components: Mapping[int, int]) -> dict[int, ComponentResult]:
+def _read_results(files: Sequence[Path], stage: Stage, components: Mapping[int, int], line_max: int, file_max: int) -> dict[int, ComponentResult]:
     out: dict[int, ComponentResult] = {}
     for path in files:
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise DbinfoError(f"{path}: not UTF-8 text: {err}") from None
-        lines = text.split("\n")
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            if lineno == len(lines):
-                # no newline after it: a rank killed while writing (node failure); that
-                # component has no result, the rest of the file stands
-                continue
-            try:
-                res = parse_result_line(line, stage, components)
-            except ValueError as err:  # json errors are ValueErrors
-                raise DbinfoError(f"{path}:{lineno}: bad record: {err}") from None
-            if res.index in out:
-                raise DbinfoError(f"{path}:{lineno}: component index {res.index} reported twice")
-            out[res.index] = res
+        with open(path, "rb") as f:
+            size = 0
+            for lineno, raw in enumerate(iter(lambda: f.readline(line_max + 1), b""), 1):
+                size += len(raw)
+                if size > file_max:
+                    raise DbinfoError(f"{path}: more than {file_max} bytes of results for a run of {len(components)} component(s); refused")
+                if not raw.endswith(b"\n"):
+                    if len(raw) > line_max:
+                        raise DbinfoError(f"{path}:{lineno}: a line longer than {line_max} bytes; refused")
+                    # no newline after it: a rank killed while writing (node failure); that
+                    # component has no result, the rest of the file stands
+                    break
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DbinfoError(f"{path}:{lineno}: not UTF-8 text: {err}") from None
+                if not line.strip():
+                    continue
+                try:
+                    res = parse_result_line(line, stage, components)
+                except (ValueError, RecursionError) as err:  # json errors are ValueErrors
+                    raise DbinfoError(f"{path}:{lineno}: bad record: {str(err)[:500]}") from None
+                if res.index in out:
+                    raise DbinfoError(f"{path}:{lineno}: component index {res.index} reported twice")
+                out[res.index] = res
     return out
