@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import tracemalloc
 
 BLOCK = 512
 SHA_KEY = "SCBUNDLE.sha256"
@@ -79,3 +80,13 @@ def zeros_sha(n: int) -> str:
         h.update(chunk[: min(n, len(chunk))])
         n -= min(n, len(chunk))
     return h.hexdigest()
+
+
+def peak_of(fn) -> int:
+    """Peak bytes traced (in every thread: a transport's readers too) while ``fn`` runs."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -9,7 +9,6 @@ import os
 import pwd
 import subprocess
 import time
-import tracemalloc
 from pathlib import Path
 
 import hostile_tar as ht
@@ -45,16 +44,6 @@ def files_under(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*") if not p.is_dir())
 
 
-def peak_of(fn) -> int:
-    """Peak bytes traced (every thread: the transport's readers too) while ``fn`` runs."""
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 # (what the site sends: bytes fed to `cat` on the site, then what a shell appends; the refusal)
 CASES = {
     "old GNU sparse": (ht.old_gnu_sparse("0", 64 * MiB) + ht.END, "", "a GNU sparse file"),
@@ -81,7 +70,7 @@ def test_a_hostile_pack_stream_is_refused_with_bounded_memory_and_disk(transport
         assert refusal in str(ei.value)
         assert "exit -9" not in str(ei.value)  # the refusal is the error, not the killed sender
 
-    peak = peak_of(pull)
+    peak = ht.peak_of(pull)
     assert peak < 16 * MiB, f"{case}: {peak} bytes traced"
     # a refused member leaves nothing: no product, no part file
     assert files_under(out) == ([] if case != "trailing data" else ["product.fits"])
@@ -95,7 +84,7 @@ def test_run_output_is_capped(transport):
         with pytest.raises(OversizeError, match=f"wrote more than {STDOUT_MAX} bytes to its output; stopped and refused"):
             transport.run(["head", "-c", str(4 * STDOUT_MAX), "/dev/zero"])
 
-    assert peak_of(run) < 2 * STDOUT_MAX  # not the 256 MiB the site sent
+    assert ht.peak_of(run) < 2 * STDOUT_MAX  # not the 256 MiB the site sent
     assert transport.run(["head", "-c", "1000", "/dev/zero"]).stdout == bytes(1000)
 
 
@@ -104,7 +93,7 @@ def test_stream_out_reads_little_past_what_its_consumer_took(transport):
         with pytest.raises(OversizeError, match="after the end of what was read"):
             transport.stream_out(["head", "-c", str(512 * MiB), "/dev/zero"], lambda s: s.read(1000))
 
-    assert peak_of(run) < 16 * MiB
+    assert ht.peak_of(run) < 16 * MiB
 
 
 def test_a_full_local_disk_is_the_error_not_the_killed_sender(transport, tmp_path):
@@ -147,7 +136,7 @@ def test_a_huge_rank_file_line_pulled_by_pack_is_refused_naming_file_and_line(tr
             read_results([local], ChipStage(), components)
         assert str(ei.value) == f"{local}:2: a line longer than {1 << 20} bytes; refused"
 
-    assert peak_of(pull_and_read) < 16 * MiB
+    assert ht.peak_of(pull_and_read) < 16 * MiB
 
 
 def test_a_directory_swapped_for_a_symlink_mid_push_writes_nothing_outside_the_root(sshenv):

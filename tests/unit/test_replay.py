@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from hostile_tar import peak_of
 
 from scbundle.core.errors import DbinfoError
 from scbundle.stages.chip import ChipStage
@@ -71,17 +72,6 @@ def test_not_json_and_duplicates(tmp_path):
         read_results([p], STAGE, COMPONENTS)
 
 
-def _peak(fn):
-    import tracemalloc
-
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_a_huge_line_is_refused_naming_file_and_line_with_bounded_memory(tmp_path):
     p = tmp_path / "rank-00000.jsonl"
     with open(p, "w") as f:  # a valid record whose error text is 32 MiB: well-formed, but no record is that big
@@ -91,7 +81,7 @@ def test_a_huge_line_is_refused_naming_file_and_line_with_bounded_memory(tmp_pat
         with pytest.raises(DbinfoError, match=r"rank-00000.jsonl:2: a line longer than 1048576 bytes"):
             read_results([p], STAGE, COMPONENTS)
 
-    assert _peak(read) < 4 << 20
+    assert peak_of(read) < 4 << 20
 
 
 def test_a_rank_file_larger_than_the_run_can_need_is_refused(tmp_path):
