@@ -14,6 +14,8 @@ system error (disk full, permission denied, broken pipe...).
 """
 
 import argparse
+import collections
+import errno
 import functools
 import hashlib
 import json
@@ -265,10 +267,163 @@ def _pax_records(data: bytes) -> dict:
 
 # ---------------------------------------------------------------------------------------
 # unpack
+#
+# Every directory is reached by descriptor: from a root's own descriptor, one component at a
+# time, never following a link (O_NOFOLLOW), and each file is created (O_EXCL|O_NOFOLLOW) and
+# renamed relative to its directory's descriptor. The descriptors are cached, so a co-user who
+# swaps a directory for a symbolic link while a stream is still arriving changes nothing: the
+# writes go on into the directory that was checked, whatever its old name points at now. A
+# link met on a first walk is resolved once, and only to a directory inside the roots, which is
+# then walked the same way (so a link that changes meanwhile still cannot lead out).
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
+_PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+_LINK_ERRNOS = (errno.ELOOP, errno.EMLINK, errno.ENOTDIR)  # O_NOFOLLOW met a link (EMLINK: BSD)
 
 
-def member_path(member, roots, made=None) -> str:
-    """The absolute destination of a tar member, or Refused."""
+def _fd_cap() -> int:
+    """How many directory descriptors to keep open: well within the process's limit."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY:
+            soft = 4096
+    except (ImportError, OSError, ValueError):
+        soft = 1024
+    return max(16, min(1024, soft // 2 - 16))
+
+
+def _under(path: str, prefix: str):
+    """The components of `path` below `prefix` ([] for prefix itself), or None."""
+    if path == prefix:
+        return []
+    if prefix == "/":
+        return path[1:].split("/")
+    if path.startswith(prefix) and path[len(prefix)] == "/":
+        return path[len(prefix) + 1:].split("/")
+    return None
+
+
+class Confined:
+    """The directories under the roots, by descriptor (see above). One per unpack."""
+
+    def __init__(self, roots):
+        self._roots = []  # (prefix, real, is_real): each root as given and as resolved, deepest first
+        for given in roots:
+            real = os.path.realpath(given)
+            for prefix in sorted({os.path.normpath(given), real}):
+                self._roots.append((prefix, real, prefix == real))
+        self._roots.sort(key=lambda r: -len(r[0]))
+        self._root_fds = {}  # real root -> descriptor, opened when first needed
+        self._names = ", ".join(roots)
+        self._fds = collections.OrderedDict()  # absolute directory path -> its own descriptor
+        self._cap = _fd_cap()
+
+    def close(self) -> None:
+        for fd in list(self._fds.values()) + list(self._root_fds.values()):
+            os.close(fd)
+        self._fds.clear()
+        self._root_fds.clear()
+
+    def _root_fd(self, real: str) -> int:
+        fd = self._root_fds.get(real)
+        if fd is None:
+            # a root itself is the operator's configuration (made if absent, as unpack always
+            # did), opened once, as resolved at start
+            os.makedirs(real, exist_ok=True)
+            fd = self._root_fds[real] = os.open(real, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC)
+        return fd
+
+    def _root_of(self, path: str, real_only: bool = False):
+        for prefix, real, is_real in self._roots:
+            if is_real or not real_only:
+                parts = _under(path, prefix)
+                if parts is not None:
+                    return prefix, self._root_fd(real), parts
+        return None
+
+    def dir_fd(self, path: str) -> int:
+        """The descriptor of directory `path` (absolute, normalised), made if absent."""
+        fd = self._fds.get(path)
+        if fd is not None:
+            self._fds.move_to_end(path)
+            return fd
+        found = self._root_of(path)
+        if found is not None:
+            return self._walk(found, resolve=True)  # cached under `path` by the walk
+        # not under a root by name: perhaps a root spelled through a link
+        real = os.path.realpath(path)
+        found = self._root_of(real, real_only=True)
+        if found is None:
+            raise Refused("%r is not under any --root (%s)" % (path, self._names))
+        fd = os.dup(self._walk(found, resolve=False))
+        self._keep(path, fd)
+        return fd
+
+    def _keep(self, path: str, fd: int) -> None:
+        self._fds[path] = fd
+        while len(self._fds) > self._cap:  # the newest (the one being returned) stays
+            os.close(self._fds.popitem(last=False)[1])
+
+    def _walk(self, found, resolve: bool) -> int:
+        prefix, fd, parts = found
+        cur = prefix.rstrip("/")
+        opened = []  # (path, fd) opened here: cached once the walk is done
+        try:
+            for part in parts:
+                if part in ("", ".", ".."):
+                    raise Refused("%r: bad path component %r" % (prefix + "/" + "/".join(parts), part))
+                cur = cur + "/" + part
+                cached = self._fds.get(cur)
+                if cached is not None:
+                    fd = cached
+                    continue
+                fd = self._child(fd, part, cur, resolve)
+                opened.append((cur, fd))
+        except BaseException:
+            for _, d in opened:
+                os.close(d)
+            raise
+        for p, d in opened:
+            self._keep(p, d)
+        return fd
+
+    def _child(self, parent: int, name: str, path: str, resolve: bool) -> int:
+        for attempt in (1, 2):
+            try:
+                return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise Refused("directory %r vanished as it was made" % path)
+                try:
+                    os.mkdir(name, 0o777, dir_fd=parent)
+                except FileExistsError:
+                    pass  # made meanwhile (another stream): opened like any other
+            except OSError as e:
+                if e.errno not in _LINK_ERRNOS:
+                    raise
+                return self._through_link(parent, name, path, resolve)
+        raise AssertionError("unreachable")
+
+    def _through_link(self, parent: int, name: str, path: str, resolve: bool) -> int:
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            raise Refused("%r vanished as it was opened" % path)
+        if not stat.S_ISLNK(st.st_mode):
+            raise Refused("%r is not a directory" % path)
+        real = os.path.realpath(path)
+        found = self._root_of(real, real_only=True) if resolve else None
+        if found is None:
+            raise Refused("%r is a symbolic link leading outside the roots (to %r)" % (path, real))
+        return os.dup(self._walk(found, resolve=False))  # the caller caches it under the link's name
+
+
+def member_path(member) -> str:
+    """The absolute destination of a tar member (not yet confined: see Confined), or Refused."""
     name = member.name
     if not name or "\0" in name:
         raise Refused("tar member with an empty or invalid name")
@@ -294,56 +449,28 @@ def member_path(member, roots, made=None) -> str:
         raise Refused("tar member %r has unsupported type %r" % (name, member.type))
     if path == "/":
         raise Refused("tar member %r is the root directory" % name)
-    if made is not None and member.isreg() and os.path.dirname(path) in made \
-            and not os.path.islink(path):
-        return path  # its directory was resolved inside the roots already (one check a dir)
-    if not within_roots(path, roots):
-        raise Refused("tar member %r (%s) is not under any --root (%s)"
-                      % (name, path, ", ".join(roots)))
     return path
 
 
-def make_dirs(path, roots, made=None) -> None:
-    """Create a directory (and its parents) under the roots; `made` caches the
-    directories already created and checked by this process."""
-    if made is not None and path in made:
-        return
-    os.makedirs(path, exist_ok=True)
-    if not os.path.isdir(path) or not within_roots(path, roots):
-        raise Refused("directory %r resolves outside the roots" % path)
-    if made is not None:
-        made.add(path)
-
-
-def _open_part(part: str, mode: int) -> int:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) \
-        | getattr(os, "O_CLOEXEC", 0)
+def _open_part(part: str, mode: int, dir_fd: int) -> int:
     try:
-        return os.open(part, flags, mode)
+        return os.open(part, _PART_FLAGS, mode, dir_fd=dir_fd)
     except FileExistsError:
-        # Our own name: a leftover of an earlier process that had the same pid.
-        os.unlink(part)
-        return os.open(part, flags, mode)
+        # Our own name: a leftover of an earlier process that had the same pid (or anything
+        # planted there, a link included: unlinking a name never follows it).
+        os.unlink(part, dir_fd=dir_fd)
+        return os.open(part, _PART_FLAGS, mode, dir_fd=dir_fd)
 
 
-def unpack_file(tf, member, path, roots, made=None, fsync=False) -> int:
-    """Write one regular member through <path>.part.<pid>; returns its size."""
-    parent = os.path.dirname(path)
-    make_dirs(parent, roots, made)
-    # member_path() checked the path; the parent was just resolved inside the roots; only a
-    # symlink in the last component could still lead out (and .part is opened O_NOFOLLOW)
-    try:
-        st_mode = os.lstat(path).st_mode  # one lstat for both checks
-    except FileNotFoundError:
-        st_mode = 0
-    if stat.S_ISLNK(st_mode) and not within_roots(path, roots):
-        raise Refused("tar member %r resolves outside the roots" % member.name)
-    if stat.S_ISDIR(st_mode):
-        raise Refused("tar member %r: %s is a directory" % (member.name, path))
-    part = "%s.part.%d" % (path, _PID)
+def unpack_file(tf, member, path, confined, fsync=False) -> int:
+    """Write one regular member through <path>.part.<pid> in its directory (by descriptor)
+    and rename it into place there; returns its size."""
+    parent, base = os.path.split(path)
+    dfd = confined.dir_fd(parent)
+    part = "%s.part.%d" % (base, _PID)
     expected = member.pax_headers.get(SHA_HEADER)
     mode = (member.mode & 0o755) | 0o600
-    fd = _open_part(part, mode)
+    fd = _open_part(part, mode, dfd)
     done = False
     try:
         h = hashlib.sha256()
@@ -369,44 +496,50 @@ def unpack_file(tf, member, path, roots, made=None, fsync=False) -> int:
         if expected is not None and h.hexdigest() != expected.strip().lower():
             raise Refused("tar member %r: sha256 mismatch (header %s, data %s)"
                           % (member.name, expected, h.hexdigest()))
-        os.replace(part, path)
+        try:
+            # a rename replaces a link at the final name; it never writes through one
+            os.replace(part, base, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except IsADirectoryError:
+            raise Refused("tar member %r: %s is a directory" % (member.name, path))
         done = True
     finally:
         if not done:
             try:
-                os.unlink(part)
+                os.unlink(part, dir_fd=dfd)
             except OSError:
                 pass
     return n
 
 
 def cmd_unpack(args) -> int:
-    roots = real_roots(args.root)
-    made = set()
     stdin = sys.stdin.buffer
     files = total = 0
     peek = getattr(stdin, "peek", None)
     if peek is not None and not peek(1):
         print(json.dumps({"files": 0, "bytes": 0}))  # an empty stream carries nothing
         return 0
-    tf = TarStream(stdin)
-    members = iter(tf)
-    while True:
-        try:
-            member = next(members)
-        except StopIteration:
-            break
-        except tarfile.TarError as e:
-            raise Refused("bad tar stream after %d files: %s" % (files, e))
-        path = member_path(member, roots, made)
-        if member.isdir():
-            make_dirs(path, roots, made)
-            continue
-        try:
-            total += unpack_file(tf, member, path, roots, made, fsync=args.fsync)
-        except tarfile.TarError as e:
-            raise Refused("tar member %r is cut short: %s" % (member.name, e))
-        files += 1
+    confined = Confined(args.root)
+    try:
+        tf = TarStream(stdin)
+        members = iter(tf)
+        while True:
+            try:
+                member = next(members)
+            except StopIteration:
+                break
+            except tarfile.TarError as e:
+                raise Refused("bad tar stream after %d files: %s" % (files, e))
+            path = member_path(member)
+            if member.isdir():
+                confined.dir_fd(path)
+                continue
+            try:
+                total += unpack_file(tf, member, path, confined, fsync=args.fsync)
+            except tarfile.TarError as e:
+                raise Refused("tar member %r is cut short: %s" % (member.name, e))
+            files += 1
+    finally:
+        confined.close()
     print(json.dumps({"files": files, "bytes": total}))
     return 0
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,60 @@ def test_unpack_refuses_escapes(area, kind):
     # files renamed into place before the error are complete and stay
     assert (root / "first").read_bytes() == b"complete before the error"
     assert not [p for p in all_files(root) if ".part." in p]
+
+
+def tar_members(*members) -> bytes:
+    """The members of a tar stream without its end-of-archive blocks (a stream still arriving)."""
+    buf = io.BytesIO()
+    tf = tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT)
+    for info, data in members:
+        tf.addfile(info, data)
+    return buf.getvalue()  # before close(): no end blocks yet
+
+
+def test_unpack_directory_swapped_for_a_link_mid_stream_writes_nothing_outside(area):
+    """A co-user swaps a directory the unpacker already wrote into for a symlink while the
+    stream is still arriving: the rest of its files must not follow the link."""
+    root, _, outside = area
+    d = root / "inputs"
+    p = subprocess.Popen([PY, str(TOOL), "unpack", "--root", str(root)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        p.stdin.write(tar_members(*(file_member(rel(d / ("f%d" % i)), b"before %d" % i)
+                                    for i in range(3))))
+        p.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not (d / "f2").exists():  # the unpacker has written the first files
+            assert time.monotonic() < deadline and p.poll() is None, p.stderr.read()
+            time.sleep(0.01)
+        os.rename(d, root / "inputs.moved")
+        os.symlink(outside, d)
+        p.stdin.write(make_tar(*(file_member(rel(d / ("f%d" % i)), b"after %d" % i)
+                                 for i in range(3, 6))))
+        p.stdin.close()
+        p.wait(timeout=60)
+        out, err = p.stdout.read(), p.stderr.read()
+    finally:
+        p.kill()
+    assert all_files(outside) == []  # nothing followed the link
+    assert p.returncode == 0, err
+    assert json.loads(out)["files"] == 6
+    # the writes went on into the directory that was checked, wherever its name now points
+    assert sorted(all_files(root / "inputs.moved")) == ["f%d" % i for i in range(6)]
+
+
+def test_unpack_follows_a_link_only_into_the_roots(area):
+    """A directory symlink already in place is resolved once, to a directory inside a root, and
+    walked there without following links; one leading outside is refused."""
+    root, root2, outside = area
+    (root / "to_root2").symlink_to(root2)
+    r = tool("unpack", [root, root2], make_tar(file_member(rel(root / "to_root2" / "x" / "f"), b"in")))
+    assert r.returncode == 0, r.stderr
+    assert (root2 / "x" / "f").read_bytes() == b"in"
+    (root2 / "x" / "out").symlink_to(outside)
+    r = tool("unpack", [root, root2], make_tar(file_member(rel(root / "to_root2" / "x" / "out" / "f"), b"no")))
+    assert r.returncode == 3 and b"outside the roots" in r.stderr
+    assert all_files(outside) == []
 
 
 def test_unpack_sha_mismatch_leaves_nothing(area):

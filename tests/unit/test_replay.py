@@ -1,7 +1,9 @@
 import json
 
 import pytest
+from hostile_tar import peak_of
 
+from scbundle.core.errors import DbinfoError
 from scbundle.stages.chip import ChipStage
 from scbundle.steps.replay import read_results
 
@@ -94,3 +96,41 @@ def test_not_json_not_utf8_and_duplicates(tmp_path):
     p.write_text(json.dumps(rec()) + "\n" + json.dumps(rec()) + "\n")
     res = read_results([p], STAGE, COMPONENTS)
     assert not res.records and "reported twice" in res.refused[0]
+
+
+def test_a_huge_line_is_refused_naming_file_and_line_with_bounded_memory(tmp_path):
+    p = tmp_path / "rank-00000.jsonl"
+    with open(p, "w") as f:  # a valid record whose error text is 32 MiB: well-formed, but no record is that big
+        f.write(json.dumps(rec()) + "\n" + json.dumps(rec(1, 102, exit=5, dbinfo=None, error="x" * (32 << 20))) + "\n")
+
+    def read():
+        with pytest.raises(DbinfoError, match=r"rank-00000.jsonl:2: a line longer than 1048576 bytes"):
+            read_results([p], STAGE, COMPONENTS)
+
+    assert peak_of(read) < 4 << 20
+
+
+def test_a_rank_file_larger_than_the_run_can_need_is_refused(tmp_path):
+    p = tmp_path / "rank-00000.jsonl"  # 2 components: at most 1 MiB + 2 x 16 KiB of results
+    p.write_text(json.dumps(rec()) + "\n" + "\n" * (1 << 20) + " " * 40_000 + "\n" + json.dumps(rec(1, 102)) + "\n")
+    with pytest.raises(DbinfoError, match=r"rank-00000.jsonl: more than 1081344 bytes of results for a run of 2 component"):
+        read_results([p], STAGE, COMPONENTS)
+
+
+def test_a_deeply_nested_record_is_refused_not_a_crash(tmp_path):
+    p = tmp_path / "rank-00000.jsonl"
+    p.write_text('{"index": 0, "dbinfo": ' + "[" * 100_000 + "]" * 100_000 + "}\n" + json.dumps(rec(1, 102)) + "\n")
+    res = read_results([p], STAGE, COMPONENTS)
+    assert list(res.records) == [1] and "rank-00000.jsonl:1: bad record" in res.unattributed[0]
+
+
+def test_an_oversized_summary_is_refused_naming_the_file(tmp_path):
+    from scbundle.steps.collect import read_summary
+
+    (tmp_path / "returned").mkdir()
+    p = tmp_path / "returned" / "summary.json"
+    p.write_text(json.dumps({"job_start": 1, "pad": "x" * (2 << 20)}))  # a summary of no components: 1 MiB at most
+    with pytest.raises(DbinfoError, match=r"summary.json: more than 1048576 bytes"):
+        read_summary(tmp_path)
+    p.write_text(json.dumps({"job_start": 1, "job_end": 2}))
+    assert read_summary(tmp_path) == {"job_start": 1, "job_end": 2}

@@ -187,6 +187,8 @@ class StageSettings(_Strict):
     job_policy: Literal["fatal", "ignore"] = "fatal"
     attempts: Annotated[int, Field(gt=0, le=10)] = 2  # tries of a failing command inside one job
     command_timeout: Annotated[float, Field(gt=0)] | None = None  # seconds; a command past it is stopped (fault 6)
+    # the largest permanent product poll accepts back (bytes); unset: the stage's own
+    max_product_bytes: Annotated[int, Field(gt=0)] | None = None
     # prepare uses the median measured seconds of the stage's recent components once there
     # are this many (0: always the configured cost_seconds)
     measured_cost_min: Annotated[int, Field(ge=0)] = 20

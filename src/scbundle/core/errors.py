@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shlex
 from collections.abc import Sequence
 
@@ -53,6 +54,27 @@ class UnsafeArchiveError(ScbundleError):
     """A returned archive or file list points outside the run's destination."""
 
     fault = Fault.DATA
+
+
+class OversizeError(ScbundleError):
+    """What a site sent is larger than the local side accepts: nothing more was read."""
+
+    fault = Fault.DATA
+
+
+class LocalIOError(ScbundleError):
+    """The local side could not write a file (a full disk, a read-only or vanished
+    directory): names the file. It outranks whatever the site said after it."""
+
+    fault = Fault.SYSTEM
+
+    @classmethod
+    def writing(cls, path: object, err: OSError) -> LocalIOError:
+        if err.errno == errno.ENOSPC:
+            return cls(f"no space left on device writing {path}")
+        if err.errno == errno.EDQUOT:
+            return cls(f"disk quota exceeded writing {path}")
+        return cls(f"cannot write {path}: {err.strerror or err}")
 
 
 class LinkDownError(ScbundleError):

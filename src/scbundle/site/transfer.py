@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tarfile
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from scbundle.core.errors import UnsafeArchiveError
+from scbundle.core.errors import LocalIOError, UnsafeArchiveError
+from scbundle.site.tarstream import SHA_KEY, Member, TarReader, TarRefused
 
-SHA_KEY = "SCBUNDLE.sha256"
 _CHUNK = 1 << 20
 _SMALL = 64 << 20  # files up to this size are read into memory once
 
@@ -138,14 +138,91 @@ class Received:
     bytes: int
 
 
+# what one returned file may hold unless the caller says otherwise (a stage's products:
+# Stage.max_product_bytes, [stages.NAME] max_product_bytes)
+DEFAULT_MAX_RETURNED_BYTES = 4 << 30
+_PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would, for every thread)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _open_part(dest: Path) -> tuple[Path, int]:
+    """A new private file beside ``dest``: O_EXCL|O_NOFOLLOW, mode 0600, under a name no one
+    can guess in advance (a planted file or link there is never written through)."""
+    for _ in range(3):
+        tmp = dest.with_name(f".{dest.name}.part.{os.getpid()}.{secrets.token_hex(6)}")
+        try:
+            return tmp, os.open(tmp, _PART_FLAGS, 0o600)
+        except FileExistsError:
+            continue
+    raise UnsafeArchiveError(f"cannot create a private temporary file beside {dest}: names taken; refused")
+
+
+def _receive(reader: TarReader, member: Member, dest: Path) -> None:
+    """Write ``member``'s data beside ``dest``, check its checksum, rename it into place."""
+    try:
+        tmp, fd = _open_part(dest)
+    except OSError as err:
+        raise LocalIOError.writing(dest, err) from None
+    done = False
+    try:
+        h = hashlib.sha256()
+        while chunk := reader.read(_CHUNK):
+            h.update(chunk)
+            view = memoryview(chunk)
+            try:
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as err:
+                raise LocalIOError.writing(dest, err) from None
+        if h.hexdigest() != member.sha256:
+            raise UnsafeArchiveError(f"returned file {member.name} for {dest} fails its checksum; refused")
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())
+            os.close(fd)
+            fd = -1
+            os.replace(tmp, dest)
+        except OSError as err:
+            raise LocalIOError.writing(dest, err) from None
+        done = True
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if not done:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+
 def extract_returned(
-    stream: IO[bytes], destinations: Mapping[int, Path], allowed_roots: Iterable[Path]
+    stream: IO[bytes],
+    destinations: Mapping[int, Path],
+    allowed_roots: Iterable[Path],
+    *,
+    max_bytes: int | Mapping[int, int] = DEFAULT_MAX_RETURNED_BYTES,
 ) -> Received:
     """Unpack a returned tar whose members are named by index into ``destinations``.
 
-    Refuses (UnsafeArchiveError, nothing more written) any member that is not a regular
-    file named by one of the expected indices, any destination outside ``allowed_roots``,
-    and any checksum mismatch. Each file is written beside its destination and renamed in.
+    Read with the strict reader (site/tarstream.py): refuses (UnsafeArchiveError, nothing
+    more written) a stream that is not what pack writes, any member that is not a regular
+    file named by one of the expected indices (once), a member without its checksum, one
+    larger than ``max_bytes`` (one cap, or a cap per index) before any of its data is
+    written, any destination outside ``allowed_roots``, any checksum mismatch, and data after
+    the archive's end. Each file is written privately beside its destination and renamed in;
+    a local failure (a full disk) is a LocalIOError naming the file, and leaves no part file.
     """
     roots = [Path(os.path.realpath(r)) for r in allowed_roots]
     for index, dest in destinations.items():
@@ -153,33 +230,30 @@ def extract_returned(
         if not dest.is_absolute() or ".." in dest.parts or not any(r in dest.parents for r in roots):
             raise UnsafeArchiveError(f"destination {dest} (item {index}) is outside the run's destination; refused")
     got = Received(set(), 0)
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
+    reader = TarReader(stream)
+    try:
+        for member in reader:
             name = member.name
-            if not name.isdigit() or int(name) not in destinations:
-                raise UnsafeArchiveError(f"returned archive holds unexpected member {name!r}; refused")
-            if not member.isfile():
-                raise UnsafeArchiveError(f"returned archive member {name!r} is not a regular file (links are refused)")
-            dest = Path(destinations[int(name)])
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            if not (name.isascii() and name.isdigit() and str(int(name)) == name) or int(name) not in destinations:
+                raise UnsafeArchiveError(f"returned archive holds unexpected member {name[:64]!r}; refused")
+            index = int(name)
+            if index in got.indices:
+                raise UnsafeArchiveError(f"returned archive holds member {name} twice; refused")
+            dest = Path(destinations[index])
+            if member.sha256 is None:
+                raise UnsafeArchiveError(f"returned file {name} for {dest} carries no {SHA_KEY} checksum; refused")
+            cap = max_bytes if isinstance(max_bytes, int) else max_bytes.get(index, DEFAULT_MAX_RETURNED_BYTES)
+            if member.size > cap:
+                raise UnsafeArchiveError(f"returned file {name} for {dest} is {member.size} bytes, more than the {cap} accepted; refused")
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise LocalIOError.writing(dest.parent, err) from None
             if not _inside(dest.parent, roots) or dest.is_symlink():
                 raise UnsafeArchiveError(f"destination {dest} resolves outside the run's destination; refused")
-            src = tar.extractfile(member)
-            assert src is not None
-            tmp = dest.with_name(f".{dest.name}.part.{os.getpid()}")
-            h = hashlib.sha256()
-            try:
-                with open(tmp, "wb") as f:
-                    for chunk in iter(lambda: src.read(_CHUNK), b""):
-                        h.update(chunk)
-                        f.write(chunk)
-                want = member.pax_headers.get(SHA_KEY)
-                if want is not None and want != h.hexdigest():
-                    raise UnsafeArchiveError(f"returned file {name} for {dest} fails its checksum; refused")
-                os.replace(tmp, dest)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
-            got.indices.add(int(name))
+            _receive(reader, member, dest)
+            got.indices.add(index)
             got.bytes += member.size
+    except TarRefused as err:
+        raise UnsafeArchiveError(f"returned archive refused: {err}") from None
     return got

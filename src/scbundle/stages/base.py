@@ -260,6 +260,9 @@ class Stage(ABC):
 
     def fault_policy(self) -> FaultPolicy:
         return FaultPolicy({int(k): Fault(v) for k, v in self.fault_map.items()}, frozenset(Fault(f) for f in self.retry_faults))
+    #: the largest permanent product poll brings back (bytes): a larger one is refused before
+    #: any of it is written ([stages.NAME] max_product_bytes overrides it)
+    max_product_bytes: int = 4 << 30
 
     @abstractmethod
     def pending_work(self, session: Session, limit: int | None) -> list[int]:

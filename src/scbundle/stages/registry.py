@@ -131,6 +131,8 @@ def get_stage(name: str, config: Config) -> Stage:
         stage.retry_faults = frozenset(settings.retry_faults)
     if stage.settings_model is not None:
         stage.settings = _own_settings(name, stage.settings_model, settings, config.source)
+    if settings.max_product_bytes is not None:
+        stage.max_product_bytes = settings.max_product_bytes
     return stage
 
 

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +49,13 @@ from scbundle.site.schedulers.base import JobState, JobStatus
 from scbundle.site.transfer import extract_returned
 from scbundle.stages.registry import get_stage
 from scbundle.steps.common import build_context, submit_context
-from scbundle.steps.replay import ComponentResult, Results, gc_paused, read_results
+from scbundle.steps.replay import (
+    ComponentResult,
+    Results,
+    gc_paused,
+    read_results,
+    results_file_limit,
+)
 
 
 @dataclass(frozen=True)
@@ -81,10 +87,27 @@ def _components_index(path_base: Path) -> dict[int, int]:
 
 JOB_FILES = ("summary.json", "job.exit", "results/pre.json", "job.out")
 
+# What the job's own files may hold when they come back (bytes), by the run's component count:
+# summary.json lists every component (its seconds, and the missing / failed / stopped ones).
+SUMMARY_BASE, SUMMARY_PER_COMPONENT = 1 << 20, 128
+JOB_FILE_MAX = {"job.exit": 4096, "results/pre.json": 64 << 20, "job.out": 256 << 20}
 
-def _pack(app: App, run: RemoteRun, t: Transport, wanted: Sequence[tuple[str, Path]], roots: Sequence[Path]) -> set[int]:
-    """One pack invocation: the remote paths of ``wanted`` into their local paths; returns
-    the indices (into ``wanted``) that came back."""
+
+def job_file_limit(rel: str, n_components: int) -> int:
+    """The most a job file (``rel`` in the run directory) may hold when it comes back."""
+    if rel == "summary.json":
+        return SUMMARY_BASE + SUMMARY_PER_COMPONENT * max(n_components, 0)
+    if rel.startswith("results/rank-"):
+        return results_file_limit(n_components)
+    return JOB_FILE_MAX[rel]
+
+
+def _pack(
+    app: App, run: RemoteRun, t: Transport, wanted: Sequence[tuple[str, Path]], roots: Sequence[Path], limits: int | Mapping[int, int]
+) -> set[int]:
+    """One pack invocation: the remote paths of ``wanted`` into their local paths, each at
+    most its limit in bytes (one for all, or one per index) before any of it is written;
+    returns the indices (into ``wanted``) that came back."""
     if not wanted:
         return set()
     site = app.site(run.site)
@@ -94,7 +117,7 @@ def _pack(app: App, run: RemoteRun, t: Transport, wanted: Sequence[tuple[str, Pa
     got: dict[str, set[int]] = {}
 
     def consume(stream) -> None:
-        got["r"] = extract_returned(stream, destinations, roots).indices
+        got["r"] = extract_returned(stream, destinations, roots, max_bytes=limits).indices
 
     t.stream_out(tool_argv(site.python, ctx.tools_dir, "sc_remote.py", "pack", *roots_args(site)), consume, input=listing)
     return got["r"]
@@ -111,7 +134,9 @@ def pull_job_files(app: App, run: RemoteRun, t: Transport) -> Path:
     for stale in returned.rglob("*"):
         if stale.is_file() or stale.is_symlink():
             stale.unlink()
-    _pack(app, run, t, [(f"{run_dir}/{rel}", returned / rel) for rel in rels], [returned])
+    n_components = int(_read_bundle(path_base).get("n_components") or 0)
+    limits = {i: job_file_limit(rel, n_components) for i, rel in enumerate(rels)}
+    _pack(app, run, t, [(f"{run_dir}/{rel}", returned / rel) for rel in rels], [returned], limits)
     return returned
 
 
@@ -183,7 +208,7 @@ def pull_products(app: App, run: RemoteRun, t: Transport, good: set[int]) -> Pro
             out.destinations[row] = Path(local)
             wanted.append((remote, stage_dir / str(row)))
             picked.append(row)
-    for i in _pack(app, run, t, wanted, [stage_dir]):
+    for i in _pack(app, run, t, wanted, [stage_dir], get_stage(run.stage, app.config).max_product_bytes):
         row = picked[i]
         out.back.add(row)
         out.staged[row] = stage_dir / str(row)
@@ -406,14 +431,24 @@ def poll_run(app: App, run: RemoteRun, t: Transport, claim: Claim | None = None)
     return apply_results(
         app, run.remote_id, results, products.back, products.owners,
         job=job, job_note=note, max_attempts=int(bundle.get("attempts", 2)),
-        usage=accounting(read_summary(path_base), int(bundle.get("threads", 1))), claim=claim, products=products,
+        usage=accounting(read_summary(path_base, int(bundle.get("n_components") or 0)), int(bundle.get("threads", 1))), claim=claim, products=products,
     )  # fmt: skip
 
 
-def read_summary(path_base: Path) -> dict | None:
+def read_summary(path_base: Path, n_components: int = 0) -> dict | None:
+    """The job's summary.json as it came back (None when absent or unreadable: it only feeds
+    the accounting); one larger than job_file_limit is refused, naming the file."""
     p = path_base / "returned" / "summary.json"
+    limit = job_file_limit("summary.json", n_components)
     try:
-        summary = json.loads(p.read_text())
-    except (OSError, ValueError, RecursionError):
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError:
+        return None
+    if len(data) > limit:
+        raise DbinfoError(f"{p}: more than {limit} bytes for a run of {n_components} component(s); refused")
+    try:
+        summary = json.loads(data)
+    except (ValueError, RecursionError):
         return None
     return summary if isinstance(summary, dict) else None

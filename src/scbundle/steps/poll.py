@@ -16,6 +16,7 @@ from scbundle.core.errors import (
     CommandError,
     DatabaseError,
     DbinfoError,
+    OversizeError,
     ScbundleError,
     UnsafeArchiveError,
 )
@@ -36,7 +37,7 @@ def refused(err: BaseException) -> bool:
     """Whether a poll failure is the site's returns being refused (the same every time: the
     run goes to error) rather than a hiccup the next poll may not meet."""
     for e in (err, err.__cause__):
-        if isinstance(e, UnsafeArchiveError | DbinfoError):
+        if isinstance(e, UnsafeArchiveError | DbinfoError | OversizeError):
             return True
         if isinstance(e, ScbundleError) and getattr(e, "refused", False):
             return True

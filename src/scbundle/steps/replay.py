@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scbundle.core.errors import DbinfoError
 from scbundle.core.text import printable
 from scbundle.stages.base import INT64_MAX, INT64_MIN, DbinfoRecord, Stage, check_value
 
@@ -29,6 +30,17 @@ _PHASE = {p: p for p in PHASES}
 STOPPED_PHASES = frozenset({"limit", "deadline", "signal"})
 
 RESULT_FIELDS = {"index", "stage_id", "rank", "host", "attempts", "exit", "phase", "start", "end", "dbinfo", "error"}
+
+# A result line is one component's record: its dbinfo (numbers and short tokens) and an error
+# tail of 2000 characters; more than this is refused, naming the file and line.
+RESULT_LINE_MAX = 1 << 20
+# What one rank file may hold, per component of the run (a record is a few hundred bytes).
+RESULT_BYTES_PER_COMPONENT = 16 * 1024
+
+
+def results_file_limit(n_components: int) -> int:
+    """The most one results/rank-*.jsonl file of a run of ``n_components`` may hold."""
+    return RESULT_LINE_MAX + RESULT_BYTES_PER_COMPONENT * max(n_components, 0)
 
 
 @dataclass(frozen=True, slots=True)  # slots: a million of them in a large replay
@@ -189,11 +201,17 @@ class Results:
     unattributed: list[str] = field(default_factory=list)
 
 
-def read_results(files: Sequence[Path], stage: Stage, components: Mapping[int, int]) -> Results:
+def read_results(
+    files: Sequence[Path], stage: Stage, components: Mapping[int, int], *, line_max: int = RESULT_LINE_MAX, file_max: int | None = None
+) -> Results:
     """Every result record of a job; a bad record is refused on its own, naming file and line
-    (its component fails with fault 5; the others replay)."""
+    (its component fails with fault 5; the others replay).
+
+    Each file is read a line at a time: a line over ``line_max`` bytes, or a file over
+    ``file_max`` (default: results_file_limit of the run's components), refuses the whole
+    job's results (DbinfoError): no honest runner writes them."""
     with gc_paused():
-        return _read_results(files, stage, components)
+        return _read_results(files, stage, components, line_max, results_file_limit(len(components)) if file_max is None else file_max)
 
 
 def _index_of(line: bytes, components: Mapping[int, int]) -> int | None:
@@ -206,22 +224,28 @@ def _index_of(line: bytes, components: Mapping[int, int]) -> int | None:
     return index if type(index) is int and index in components else None
 
 
-def _read_results(files: Sequence[Path], stage: Stage, components: Mapping[int, int]) -> Results:
+def _read_results(files: Sequence[Path], stage: Stage, components: Mapping[int, int], line_max: int, file_max: int) -> Results:
     out = Results()
     for path in files:
         with open(path, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
+            size = 0
+            for lineno, raw in enumerate(iter(lambda: f.readline(line_max + 1), b""), 1):
+                size += len(raw)
+                if size > file_max:
+                    raise DbinfoError(f"{path}: more than {file_max} bytes of results for a run of {len(components)} component(s); refused")
                 if not raw.endswith(b"\n"):
+                    if len(raw) > line_max:
+                        raise DbinfoError(f"{path}:{lineno}: a line longer than {line_max} bytes; refused")
                     # no newline after it: a rank killed while writing (node failure); that
                     # component has no result, the rest of the file stands
-                    continue
+                    break
                 if not raw.strip():
                     continue
                 where = f"{path}:{lineno}"
                 try:
                     res = parse_result_line(raw.decode("utf-8"), stage, components)
-                except ValueError as err:  # json errors, UnicodeDecodeError: ValueErrors
-                    why = f"{where}: bad record: {err}"
+                except (ValueError, RecursionError) as err:  # json errors, UnicodeDecodeError: ValueErrors
+                    why = f"{where}: bad record: {str(err)[:500]}"
                     index = _index_of(raw, components)
                     if index is None:
                         out.unattributed.append(why)

@@ -20,7 +20,19 @@ from fabric import Connection
 
 from scbundle.core.config import Site
 from scbundle.core.errors import CommandError, ConfigError, HostKeyError, LinkDownError
-from scbundle.site.link.base import STDERR_KEEP, Completed, Transport
+from scbundle.site.link.base import (
+    EXIT_GRACE,
+    LEFTOVER_MAX,
+    STDERR_KEEP,
+    STDOUT_MAX,
+    Completed,
+    Transport,
+    WatchedStream,
+    consumer_failure,
+    drain_capped,
+    output_cap,
+    too_large,
+)
 from scbundle.site.link.openssh import remote_command, user_settings
 
 _CHUNK = 1 << 16
@@ -150,21 +162,28 @@ class ParamikoTransport(Transport):
     # -- the three verbs -------------------------------------------------------------------
     def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True, timeout: float | None = None) -> Completed:
         self.invocations += 1
-        return self._feed(argv, lambda w: w.write(input) if input else None, check, timeout)
+        return self._feed(argv, lambda w: w.write(input) if input else None, check, timeout, output_cap(input))
 
     def stream_in(self, argv: Sequence[str], producer: Callable[[IO[bytes]], None], *, check: bool = True) -> Completed:
         self.invocations += 1
-        return self._feed(argv, producer, check, None)
+        return self._feed(argv, producer, check, None, STDOUT_MAX)
 
-    def _feed(self, argv: Sequence[str], producer: Callable[[IO[bytes]], object], check: bool, timeout: float | None) -> Completed:
-        """Run ``argv``, ``producer`` writing its stdin, stdout and stderr collected."""
+    def _feed(self, argv: Sequence[str], producer: Callable[[IO[bytes]], object], check: bool, timeout: float | None, cap: int) -> Completed:
+        """Run ``argv``, ``producer`` writing its stdin, stdout (up to ``cap`` bytes: past it the
+        channel is closed, OversizeError) and stderr's tail collected."""
         with self._sessions:
             chan = self._open(argv)
             if timeout is not None:
                 chan.settimeout(timeout)
             out, err = bytearray(), bytearray()
+            over = threading.Event()
+
+            def too_much() -> None:
+                over.set()
+                chan.close()
+
             threads = [
-                threading.Thread(target=_drain, args=(chan.recv, out, None), daemon=True),
+                threading.Thread(target=drain_capped, args=(chan.recv, out, cap, too_much), daemon=True),
                 threading.Thread(target=_drain, args=(chan.recv_stderr, err, STDERR_KEEP), daemon=True),
             ]
             for t in threads:
@@ -179,6 +198,8 @@ class ParamikoTransport(Transport):
                 pass
             for t in threads:
                 t.join()
+            if over.is_set():
+                raise too_large(self.site_name, argv, cap)
             return self._finish(argv, chan, bytes(out), err, check)
 
     def stream_out(self, argv: Sequence[str], consumer: Callable[[IO[bytes]], None], *, input: bytes = b"", check: bool = True) -> Completed:
@@ -199,17 +220,34 @@ class ParamikoTransport(Transport):
 
             t_in = threading.Thread(target=feed, daemon=True)
             t_in.start()
-            stream = chan.makefile("rb", _CHUNK)
+            raw = chan.makefile("rb", _CHUNK)
+            stream = WatchedStream(raw)  # type: ignore[arg-type]
             failure: BaseException | None = None
             try:
                 consumer(stream)  # type: ignore[arg-type]
-                while stream.read(_CHUNK):
-                    pass
             except BaseException as exc:
                 failure = exc
+            if failure is None:  # what the consumer left (a tar's end padding): a little, then the end
+                rest = raw.read(LEFTOVER_MAX + 1)
+                if len(rest) > LEFTOVER_MAX or raw.read(1):
+                    failure = too_large(self.site_name, argv, LEFTOVER_MAX, "after the end of what was read")
+            rc: int | None = None
+            if failure is not None:
+                if stream.eof and not isinstance(failure, KeyboardInterrupt) and chan.status_event.wait(EXIT_GRACE):
+                    rc = chan.recv_exit_status()  # it ended by itself: its own exit status
                 chan.close()
             t_in.join()
             t_err.join()
             if failure is not None:
+                if isinstance(failure, KeyboardInterrupt):
+                    raise failure
+                local = consumer_failure(self.site_name, failure)
+                if local is not None:  # a full local disk outranks whatever the site did next
+                    raise local from (None if local is failure else failure)
+                if rc == -1:  # the connection went away: the stream was cut by the drop
+                    self.close()
+                    raise LinkDownError(f"link to site {self.site_name} dropped during {argv[0] if argv else 'a command'}") from failure
+                if rc is not None and rc != 0 and check:  # it failed by itself: its words explain the stream
+                    raise CommandError(argv, rc, bytes(err), what=f"on site {self.site_name}") from failure
                 raise failure
             return self._finish(argv, chan, b"", err, check)
