@@ -69,3 +69,11 @@ def test_not_json_and_duplicates(tmp_path):
     p.write_text(json.dumps(rec()) + "\n" + json.dumps(rec()) + "\n")
     with pytest.raises(DbinfoError, match="reported twice"):
         read_results([p], STAGE, COMPONENTS)
+
+
+def test_a_not_started_for_its_input_record_is_read(tmp_path):
+    """What sc_runner.py writes when a component's input is gone from the site (phase input)."""
+    gone = rec(1, 102, exit=2, phase="input", attempts=0, dbinfo=None, error="not started: input /s/x is missing on the site")
+    res = read_results([write(tmp_path, rec(), gone)], STAGE, COMPONENTS)
+    assert (res[1].phase, res[1].attempts, res[1].good) == ("input", 0, False)
+    assert "missing on the site" in res[1].error

@@ -114,6 +114,7 @@ def classify(res: ComponentResult | None, job: JobStatus | None, max_attempts: i
     - no result: error, fault by the job's end (6 for TIMEOUT, else 2);
     - stopped at its command limit or the job's deadline: error, fault 6;
     - stopped by SIGTERM: 6 if the job hit its walltime, else 2 (cancelled, preempted);
+    - not started because an input was gone from the site: error, fault 2 (revertable);
     - a command that failed all its tries inside the job: abandoned, fault from its exit code;
     - a post or dbinfo failure: error, fault from the exit code (5 when it is not a fault code).
     """
@@ -127,6 +128,8 @@ def classify(res: ComponentResult | None, job: JobStatus | None, max_attempts: i
         return ComponentState.ERROR, Fault.TIMEOUT, text
     if res.phase == "signal":
         return ComponentState.ERROR, fault_for_missing(job), text
+    if res.phase == "input":
+        return ComponentState.ERROR, Fault.SYSTEM, text
     fault = fault_from_exit(res.exit) if res.exit != 0 else Fault.DATA
     if fault == Fault.NONE or fault == Fault.UNKNOWN:
         fault = Fault.UNKNOWN if res.exit != 0 else Fault.DATA

@@ -21,8 +21,9 @@ from scbundle.stages.base import DbinfoRecord, Stage, check_value
 
 # command / post: the program (or its post) exited non-zero; limit: stopped at the stage's
 # command_timeout; deadline: the job's walltime ran out (stopped, or never started);
-# signal: the rank was told to stop (SIGTERM: walltime or cancel) - see remote/sc_runner.py
-PHASES = ("command", "post", "limit", "deadline", "signal")
+# signal: the rank was told to stop (SIGTERM: walltime or cancel); input: not started, an
+# input was gone from the site (purged or deleted after exec) - see remote/sc_runner.py
+PHASES = ("command", "post", "limit", "deadline", "signal", "input")
 _PHASE = {p: p for p in PHASES}
 STOPPED_PHASES = frozenset({"limit", "deadline", "signal"})
 
