@@ -35,7 +35,7 @@ def make(d: Path, n: int, size: int = 3000) -> dict[str, bytes]:
 
 def rows(workdir: Path) -> dict[tuple[int, int], str]:
     with sqlite3.connect(cache_path(workdir)) as c:
-        return {(dev, ino): s for dev, ino, s in c.execute("select dev, ino, sha256 from digest")}
+        return {(dev, ino): s.hex() for dev, ino, s in c.execute("select dev, ino, sha256 from digest")}
 
 
 def digests_in_a_new_process(workdir: Path, paths: list[str]) -> tuple[dict[str, str], int]:
@@ -120,7 +120,7 @@ def test_a_bad_cache_is_rebuilt_never_trusted(tmp_path, damage):
             db.execute("pragma user_version=7")
     elif damage == "bad-digest":  # a row whose digest is not one: ignored, the file hashed
         with sqlite3.connect(f) as db:
-            db.execute("update digest set sha256 = 'not a digest'")
+            db.execute("update digest set sha256 = 'not a digest of 32 bytes'")
     else:
         f.unlink()
         f.symlink_to(victim)

@@ -2,7 +2,7 @@
 
 The cache is one small SQLite file per host and workdir (stdlib sqlite3, not the main
 database): ``<workdir>/.cache/digests.sqlite3``, WAL, mode 0600 in a 0700 directory, safe with
-several processes at once. A row is (st_dev, st_ino) -> (st_size, st_mtime_ns, sha256) and is
+several processes at once. A row is (st_dev, st_ino) -> (st_size, st_mtime_ns, sha256: 32 bytes) and is
 believed only while the file's size and mtime_ns are still the ones recorded.
 
 The trade-off (the one make, rsync and git make): content changed in place with its size and
@@ -25,17 +25,17 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 CACHE_NAME = "digests.sqlite3"
 SCHEMA_VERSION = 1
 RACY_NS = 2_000_000_000  # a file younger than this when hashed is not cached
 _CHUNK = 1 << 20
+THREADED_SIZE = 1 << 20  # files from this size are hashed by a few threads at once
 _LOOKUP_CHUNK = 900  # parameters a query (SQLite's old limit is 999)
-_HEX = frozenset("0123456789abcdef")
 
 
-@dataclass(frozen=True, slots=True)
-class FileDigest:
+class FileDigest(NamedTuple):  # a NamedTuple: tens of thousands are made per exec
     path: str
     size: int
     sha256: str
@@ -130,7 +130,7 @@ class DigestCache:
                 if db.execute("PRAGMA user_version").fetchone()[0] == 0:  # not made meanwhile by another process
                     db.execute(
                         "CREATE TABLE IF NOT EXISTS digest (dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,"
-                        " mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, hashed_at REAL NOT NULL, PRIMARY KEY (dev, ino)) WITHOUT ROWID"
+                        " mtime_ns INTEGER NOT NULL, sha256 BLOB NOT NULL, hashed_at REAL NOT NULL, PRIMARY KEY (dev, ino)) WITHOUT ROWID"
                     )
                     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 db.execute("COMMIT")
@@ -193,18 +193,24 @@ class DigestCache:
         """sha256 of the (dev, ino) whose row still has the file's (size, mtime_ns)."""
         if self._db is None or not keys:
             return {}
-        by_dev: dict[int, list[int]] = {}
-        for dev, ino in keys:
-            by_dev.setdefault(dev, []).append(ino)
         out: dict[tuple[int, int], str] = {}
         try:
+            if self._db.execute("SELECT count(*) FROM digest").fetchone()[0] <= 4 * len(keys):
+                # most of the table is wanted: one scan beats thousands of bound lookups
+                for dev, ino, size, mtime_ns, sha in self._db.execute("SELECT dev, ino, size, mtime_ns, sha256 FROM digest"):
+                    if keys.get((dev, ino)) == (size, mtime_ns) and type(sha) is bytes and len(sha) == 32:
+                        out[(dev, ino)] = sha.hex()
+                return out
+            by_dev: dict[int, list[int]] = {}
+            for dev, ino in keys:
+                by_dev.setdefault(dev, []).append(ino)
             for dev, inos in by_dev.items():
                 for start in range(0, len(inos), _LOOKUP_CHUNK):
                     chunk = inos[start : start + _LOOKUP_CHUNK]
                     q = f"SELECT ino, size, mtime_ns, sha256 FROM digest WHERE dev = ? AND ino IN ({','.join('?' * len(chunk))})"
                     for ino, size, mtime_ns, sha in self._db.execute(q, (dev, *chunk)):
-                        if keys.get((dev, ino)) == (size, mtime_ns) and isinstance(sha, str) and len(sha) == 64 and _HEX.issuperset(sha):
-                            out[(dev, ino)] = sha
+                        if keys.get((dev, ino)) == (size, mtime_ns) and type(sha) is bytes and len(sha) == 32:
+                            out[(dev, ino)] = sha.hex()
         except sqlite3.Error as err:  # corrupt under us: nothing it said is used
             self.problems.append(f"digest cache {self.path} unreadable ({err}); rebuilt")
             self.close()
@@ -233,18 +239,16 @@ class DigestCache:
         regular file. Files whose state is in the cache are not read."""
         stats = DigestStats()
         wanted = list(dict.fromkeys(paths))
-        st_of: dict[str, os.stat_result] = {}
-        for p in wanted:
-            st = os.stat(p)
-            if not stat.S_ISREG(st.st_mode):
+        sts = list(map(os.stat, wanted))
+        regular = stat.S_ISREG
+        for p, st in zip(wanted, sts):
+            if not regular(st.st_mode):
                 raise OSError(f"{p} is not a regular file")
-            st_of[p] = st
-        keys = {(st.st_dev, st.st_ino): (st.st_size, st.st_mtime_ns) for st in st_of.values()}
+        keys = {(st.st_dev, st.st_ino): (st.st_size, st.st_mtime_ns) for st in sts}
         known = self._lookup(keys)
         out: dict[str, FileDigest] = {}
         todo: list[str] = []
-        for p in wanted:
-            st = st_of[p]
+        for p, st in zip(wanted, sts):
             sha = known.get((st.st_dev, st.st_ino))
             if sha is None:
                 todo.append(p)
@@ -252,11 +256,13 @@ class DigestCache:
                 out[p] = FileDigest(p, st.st_size, sha)
         stats.cached = len(out)
         t0 = time.perf_counter()
-        if len(todo) > 8 and self.threads > 1:
-            with ThreadPoolExecutor(self.threads) as pool:  # hashlib releases the GIL on large reads
-                hashed = list(pool.map(sha256_of, todo))
-        else:
-            hashed = [sha256_of(p) for p in todo]
+        size_of = {p: st.st_size for p, st in zip(wanted, sts)}
+        big = [p for p in todo if size_of[p] >= THREADED_SIZE]
+        got = {}
+        if len(big) > 1 and self.threads > 1:  # hashlib and reads release the GIL on large files
+            with ThreadPoolExecutor(self.threads) as pool:
+                got = dict(zip(big, pool.map(sha256_of, big), strict=True))
+        hashed = [got.get(p) or sha256_of(p) for p in todo]  # small files: threads only cost here
         stats.hash_seconds = time.perf_counter() - t0
         now_ns = time.time_ns()
         rows = []
@@ -265,7 +271,7 @@ class DigestCache:
             stats.hashed += 1
             stats.hashed_bytes += st.st_size
             if now_ns - st.st_mtime_ns > RACY_NS:
-                rows.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, sha, now_ns / 1e9))
+                rows.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, bytes.fromhex(sha), now_ns / 1e9))
         self._store(rows)
         stats.problems = self.problems[:]
         return out, stats
