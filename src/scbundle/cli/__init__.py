@@ -171,6 +171,8 @@ def exec_cmd(c: Ctx, remote_id: int | None, label: str | None, as_json: bool) ->
         emit_json([asdict(r) for r in res])
     _report_skip_and_auth(rep)
     for r in res if not as_json else []:
+        for note in r.warnings:
+            click.echo(f"warning: remote_id {r.remote_id}: {note}", err=True)
         if r.error:
             click.echo(f"remote_id {r.remote_id}: exec failed, run -> error: {r.error}", err=True)
         else:

@@ -3,6 +3,7 @@
     <permanent_root>/tools/<hash>/          a copy of remote/ (site/tools.py ships it)
     <permanent_root>/runs/<stage>.<id>.a<n>  a run directory
     <permanent_root>/jobs/                   the local scheduler's job registry
+    <permanent_root>/manifest/               what the push wrote there, by content (sc_remote.py)
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ def remote_tools_dir(permanent_root: str, tools_hash: str) -> str:
 def tools_dir(site: Site) -> str:
     """This installation's remote tools on ``site``."""
     return remote_tools_dir(site.permanent_root, tools_hash())
+
+
+def manifest_dir(site: Site) -> str:
+    """The site account's record of the inputs it holds (path, stat key, sha256): 0700, its own."""
+    return f"{site.permanent_root.rstrip('/')}/manifest"
 
 
 def registry_dir(site: Site) -> str:
