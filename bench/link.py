@@ -34,11 +34,11 @@ from scbundle.core.app import App  # noqa: E402
 from scbundle.core.config import config_from_dict  # noqa: E402
 from scbundle.db.migrate import upgrade  # noqa: E402
 from scbundle.db.session import Database  # noqa: E402
-from scbundle.stages.demo_data import seed_demo  # noqa: E402
 from scbundle.site.layout import tool_argv, tools_dir  # noqa: E402
 from scbundle.site.link import transport_for  # noqa: E402
 from scbundle.site.link.openssh import OpenSshLink  # noqa: E402
 from scbundle.site.tools import ensure_tools  # noqa: E402
+from scbundle.stages.demo_data import seed_demo  # noqa: E402
 from scbundle.steps.define import define  # noqa: E402
 from scbundle.steps.exec import exec_runs, push_files  # noqa: E402
 from scbundle.steps.prepare import prepare  # noqa: E402

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Validation and transfers on the remote side (Python 3 standard library only).
 
-    python3 sc_remote.py missing --root R [--root R2 ...]   < "path<TAB>size" lines
-    python3 sc_remote.py unpack  --root R [...]             < tar stream
+    python3 sc_remote.py missing --root R [...] [--manifest DIR]  < "path<TAB>size<TAB>sha256" lines
+    python3 sc_remote.py unpack  --root R [...] [--manifest DIR]  < tar stream
     python3 sc_remote.py pack    --root R [...]             < paths, one a line  > tar stream
 
 See docs/remote-protocol.md ("sc_remote.py"). Every path must lie under one of the roots
@@ -20,9 +20,11 @@ import functools
 import hashlib
 import json
 import os
+import re
 import stat
 import sys
 import tarfile
+import zlib
 
 SHA_HEADER = "SCBUNDLE.sha256"
 _PID = os.getpid()
@@ -74,6 +76,43 @@ def within_roots(path, roots) -> bool:
     return any(_inside(candidate, r) and _inside(resolved, r) for r in rroots)
 
 
+class RootCheck:
+    """within_roots() for many paths in few directories (missing's 40,000 inputs in a few
+    hundred): each parent directory's real path is resolved once per process, and a path's
+    own last component is resolved only when it is a symbolic link. The same answer as
+    within_roots(); only for checks that read (a directory swapped for a link meanwhile is
+    no more than a swap after the check), never for unpack's writes."""
+
+    def __init__(self, roots):
+        self.roots = real_roots(roots)
+        self.prefixes = tuple(r.rstrip("/") + "/" for r in self.roots)
+        self.parents = {}
+
+    def _inside(self, path: str) -> bool:
+        return path in self.roots or path.startswith(self.prefixes)
+
+    def __call__(self, path) -> bool:
+        if not isinstance(path, str) or not path or "\0" in path or not os.path.isabs(path):
+            return False
+        parent, base = os.path.split(path.rstrip("/") or "/")
+        if base in ("", ".", ".."):
+            return within_roots(path, self.roots)
+        real_parent = self.parents.get(parent)
+        if real_parent is None:
+            real_parent = self.parents[parent] = os.path.realpath(parent)
+        candidate = os.path.join(real_parent, base)
+        if not self._inside(candidate):
+            return False
+        try:
+            link = stat.S_ISLNK(os.lstat(candidate).st_mode)
+        except OSError:
+            link = False
+        if not link:
+            return True
+        resolved = os.path.realpath(candidate)  # both inside one and the same root
+        return any(_inside(candidate, r) and _inside(resolved, r) for r in self.roots)
+
+
 def check_path(path, roots) -> None:
     if not within_roots(path, roots):
         raise Refused("path %r is not under any --root (%s)"
@@ -101,38 +140,331 @@ def read_lines(stream) -> "list[str]":
 
 
 # ---------------------------------------------------------------------------------------
-# missing
+# missing: which wanted inputs the site lacks, by content
 
 
-def parse_missing_input(lines, roots) -> "list[tuple[str, int, str]]":
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def parse_missing_input(lines, roots) -> "list[tuple[str, int, str, str]]":
+    """(path, size, sha256, line) of each 'remote_path<TAB>size<TAB>sha256' line."""
     out = []
+    inside = RootCheck(roots)
     for n, line in enumerate(lines):
         if line == "":
             continue
-        path, sep, size = line.rpartition("\t")
-        if not sep or not size.isascii() or not size.isdigit():
-            raise Refused("input line %d is not 'remote_path<TAB>size': %r" % (n + 1, line))
-        check_path(path, roots)
-        out.append((path, int(size), line))
+        parts = line.rsplit("\t", 2)
+        if len(parts) != 3 or not parts[1].isascii() or not parts[1].isdigit() \
+                or not _SHA256.match(parts[2]):
+            raise Refused("input line %d is not 'remote_path<TAB>size<TAB>sha256' (64 lower-case "
+                          "hex digits): %r" % (n + 1, line))
+        path, size, digest = parts
+        if not inside(path):
+            raise Refused("input line %d: path %r is not under any --root (%s)"
+                          % (n + 1, path, ", ".join(roots)))
+        out.append((path, int(size), digest, line))
     return out
 
 
-def is_missing(path: str, size: int) -> bool:
+def stat_key(st) -> bytes:
+    """What identifies a file's present state, as the manifest writes it: size and mtime
+    (which its owner can set back) with ctime, inode and device (which no user can set: any
+    write, chmod, rename or replacement changes them). b'size TAB mtime_ns TAB ctime_ns TAB
+    ino TAB dev'."""
+    return b"%d\t%d\t%d\t%d\t%d" % (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def hash_file(path: str):
+    """(sha256, stat key) of the regular file at `path`, or None when it is not a regular
+    file or changed while it was read (its key before and after differ)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        st = os.stat(path)
-    except OSError:
-        return True
-    return not stat.S_ISREG(st.st_mode) or st.st_size != size
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            return None
+        h = hashlib.sha256()
+        while True:
+            chunk = os.read(fd, CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+        key = stat_key(before)
+        if stat_key(os.fstat(fd)) != key:
+            return None
+        return h.hexdigest(), key, before.st_size
+    finally:
+        os.close(fd)
+
+
+def _hash_all(entries):
+    """hash_file over the entries' paths (files of 1 MiB and more by a few threads: hashlib
+    releases the GIL on large buffers; for small ones threads only cost); None for a file
+    that vanished or could not be read."""
+    def one(path):
+        try:
+            return hash_file(path)
+        except OSError:
+            return None
+    big = [e[0] for e in entries if e[1] >= 1 << 20]
+    got = {}
+    if len(big) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(4) as pool:
+            got = dict(zip(big, pool.map(one, big)))
+    return [got[e[0]] if e[0] in got else one(e[0]) for e in entries]
+
+
+def find_missing(entries, manifest):
+    """The entries whose file on the site is absent, of another size, or of other content.
+
+    A file whose stat key and wanted digest match a manifest entry is present without being
+    read; any other file of the right size is hashed here (and the result recorded, so the
+    next call answers from stat alone). Returns (missing entries, counts)."""
+    known = manifest.lookup([e[0] for e in entries]) if manifest is not None else {}
+    missing, to_hash = [], []
+    current = {}  # path -> its stat key now (None: absent or not a regular file)
+    by_manifest = 0
+    regular, os_stat = stat.S_ISREG, os.stat
+    for entry in entries:
+        path, size, digest, _ = entry
+        try:
+            st = os_stat(path)
+        except OSError:
+            st = None
+        if st is None or not regular(st.st_mode):
+            current[path] = None
+            missing.append(entry)
+            continue
+        key = current[path] = b"%d\t%d\t%d\t%d\t%d" % (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)  # stat_key(st)
+        if st.st_size != size:
+            missing.append(entry)
+            continue
+        recorded = known.get((path, key))
+        if recorded is None:
+            to_hash.append(entry)  # no entry for the file as it is now
+            continue
+        by_manifest += 1
+        if recorded != digest:
+            missing.append(entry)  # known to hold other content
+    hashed = _hash_all(to_hash)
+    nbytes = 0
+    for entry, got in zip(to_hash, hashed):
+        if got is None:
+            current.pop(entry[0], None)
+            missing.append(entry)
+            continue
+        digest, key, size = got
+        nbytes += size
+        current[entry[0]] = key
+        if manifest is not None:
+            manifest.record(entry[0], digest, key)
+        if digest != entry[2] or size != entry[1]:
+            missing.append(entry)
+    if manifest is not None:
+        manifest.close(current)
+    if to_hash and missing:  # back in input order
+        order = {id(e): i for i, e in enumerate(entries)}
+        missing.sort(key=lambda e: order[id(e)])
+    counts = {"checked": len(entries), "by_manifest": by_manifest, "hashed": len(to_hash),
+              "hashed_bytes": nbytes, "missing": len(missing)}
+    return missing, counts
 
 
 def cmd_missing(args) -> int:
-    entries = parse_missing_input(read_lines(sys.stdin.buffer), real_roots(args.root))
+    roots = real_roots(args.root)
+    entries = parse_missing_input(read_lines(sys.stdin.buffer), roots)
+    manifest = Manifest.open(args.manifest, roots) if args.manifest else None
+    missing, counts = find_missing(entries, manifest)
     out = sys.stdout.buffer
-    for path, size, line in entries:
-        if is_missing(path, size):
-            out.write(_encode(line) + b"\n")
+    out.write(b"".join(_encode(e[3]) + b"\n" for e in missing))
     out.flush()
+    sys.stderr.write("sc_remote.py missing: %s\n" % json.dumps(counts, sort_keys=True))
     return 0
+
+
+# ---------------------------------------------------------------------------------------
+# The manifest: what this account wrote (or hashed) on the site, by file state
+
+
+class Manifest:
+    """A record, under a directory only this account can write, of the content of the files
+    the push wrote and missing hashed: for each, its sha256 and its stat key (stat_key()).
+
+    Layout: DIR/<ab>/<40 hex>: one shard a data directory (the hex is the sha256 of the
+    directory's path, ab its first two digits), append-only. A line is
+    crc32 TAB sha256 TAB size TAB mtime_ns TAB ctime_ns TAB ino TAB dev TAB path, written
+    with O_APPEND in whole batches. No lock is needed and nothing here can give a wrong
+    answer: an entry is believed only while the file's stat key is still the one recorded,
+    and a line cut short (a killed writer), torn or interleaved (a filesystem whose appends
+    are not atomic) fails its crc and is skipped. The worst a lost line costs is one re-hash.
+    A shard grown to more than twice its live entries is rewritten (temp file + rename);
+    an append racing that rename can be lost, with the same cost.
+    """
+
+    FLUSH_EVERY = 1000  # records held in memory at most (what a killed writer can lose)
+
+    def __init__(self, root: str):
+        self.root = root
+        self._pending = {}  # shard path -> [line bytes]
+        self._n_pending = 0
+        self._read = {}  # shard path -> [(path, key, sha)], the shards lookup() read
+        self._shards = {}  # directory -> its shard
+        self.problems = []
+
+    @classmethod
+    def open(cls, path: str, roots) -> "Manifest":
+        check_path(path, roots)
+        _private_dir(path, "manifest directory")
+        return cls(path)
+
+    def shard(self, path: str) -> str:
+        d = path[:path.rfind("/")]
+        shard = self._shards.get(d)
+        if shard is None:
+            key = hashlib.sha256(_encode(d)).hexdigest()[:40]
+            shard = self._shards[d] = os.path.join(self.root, key[:2], key)
+        return shard
+
+    # -- reading --------------------------------------------------------------------------
+    def _entries(self, shard: str):
+        """[(path, stat key, sha256)] of the shard's sound lines (crc checked)."""
+        try:
+            fd = os.open(shard, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return []
+        with os.fdopen(fd, "rb") as f:
+            data = f.read()
+        out = []
+        crc32 = zlib.crc32
+        for raw in data.split(b"\n")[:-1]:  # the part after the last newline: cut short
+            body = raw[9:]
+            try:
+                if raw[8:9] != b"\t" or int(raw[:8], 16) != crc32(body) or body[64:65] != b"\t":
+                    continue
+            except ValueError:
+                continue
+            rest = body[65:]
+            parts = rest.split(b"\t", 5)
+            if len(parts) == 6:
+                out.append((_decode(parts[5]), rest[:len(rest) - len(parts[5]) - 1], body[:64].decode("ascii")))
+        return out
+
+    def lookup(self, paths) -> "dict[tuple[str, bytes], str]":
+        """{(path, stat key): sha256} of every entry in the shards of `paths`' directories."""
+        out = {}
+        for shard in sorted({self.shard(d + "/") for d in {p[:p.rfind("/")] for p in paths}}):
+            entries = self._read[shard] = self._entries(shard)
+            out.update({(path, key): digest for path, key, digest in entries})
+        return out
+
+    # -- writing --------------------------------------------------------------------------
+    def record(self, path: str, digest: str, key) -> None:
+        if "\n" in path or "\0" in path:
+            return  # not representable in a line (and never a wanted input)
+        self._pending.setdefault(self.shard(path), []).append(_line(digest, key, path))
+        self._n_pending += 1
+        if self._n_pending >= self.FLUSH_EVERY:
+            self.flush()
+
+    def record_written(self, path: str, digest: str, dev_ino) -> None:
+        """Record a file unpack has just renamed into place, if `path` still names the inode
+        it wrote (`dev_ino`); its stat key is taken after the rename (which sets ctime)."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) == tuple(dev_ino) and stat.S_ISREG(st.st_mode):
+            self.record(path, digest, stat_key(st))
+
+    def _write(self, shard: str, data: bytes, flags: int) -> None:
+        try:
+            os.mkdir(os.path.dirname(shard), 0o700)
+        except FileExistsError:
+            pass
+        fd = os.open(shard, os.O_WRONLY | os.O_CREAT | flags | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+    def flush(self) -> None:
+        """Append the pending lines, one write a shard. A failure is reported, not raised:
+        the files themselves are in place, only their next check costs a re-hash."""
+        pending, self._pending, self._n_pending = self._pending, {}, 0
+        for shard, lines in sorted(pending.items()):
+            try:  # the leading newline ends a line a killed writer left cut short
+                self._write(shard, b"\n" + b"".join(lines), os.O_APPEND)
+            except OSError as e:
+                self.problems.append("manifest %s not written: %s" % (shard, e))
+
+    def close(self, current=None) -> None:
+        """Flush; first rewrite the shards lookup() read that are mostly dead entries.
+        `current`: {path: stat key, or None when absent} as the caller just saw it."""
+        current = current or {}
+        for shard, entries in sorted(self._read.items()):
+            if len(entries) <= 2 * len({e[0] for e in entries}) + 16:
+                continue
+            live = {}
+            for path, key, digest in entries:
+                live.setdefault(path, {})[key] = digest
+            keep = []
+            for path, keys in live.items():
+                if path in current:
+                    now = current[path]
+                    chosen = [now] if now in keys else []
+                else:  # not looked at: keep its newest state(s), by ctime
+                    newest = max(int(k.split(b"\t")[2]) for k in keys)
+                    chosen = [k for k in keys if int(k.split(b"\t")[2]) == newest]
+                keep += [_line(keys[key], key, path) for key in chosen]
+            keep += self._pending.pop(shard, [])
+            tmp = "%s.tmp.%d" % (shard, _PID)
+            try:
+                self._write(tmp, b"".join(keep), os.O_EXCL)
+                os.replace(tmp, shard)
+            except OSError as e:
+                self.problems.append("manifest %s not compacted: %s" % (shard, e))
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+        self._read = {}
+        self.flush()
+        for problem in self.problems:
+            sys.stderr.write("sc_remote.py: warning: %s\n" % problem)
+        self.problems = []
+
+
+def _line(digest: str, key: bytes, path: str) -> bytes:
+    """A manifest line: crc32 TAB sha256 TAB stat key TAB path, the crc of what follows it."""
+    body = b"%s\t%s\t%s" % (digest.encode("ascii"), key, _encode(path))
+    return b"%08x\t%s\n" % (zlib.crc32(body), body)
+
+
+def _private_dir(path: str, what: str) -> None:
+    """Create `path` (mode 0700) or check it: a real directory (not a symbolic link), owned
+    by this account and writable by nobody else; anything else is refused (exit 3)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise Refused("%s %s is not a directory (a symbolic link or a file): remove it" % (what, path))
+    if st.st_uid != os.geteuid():
+        raise Refused("%s %s belongs to uid %d, not this account (uid %d): remove it, it must be "
+                      "this account's own" % (what, path, st.st_uid, os.geteuid()))
+    if st.st_mode & 0o022:
+        raise Refused("%s %s is writable by group or others (mode %04o): chmod 700 it"
+                      % (what, path, stat.S_IMODE(st.st_mode)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -462,9 +794,10 @@ def _open_part(part: str, mode: int, dir_fd: int) -> int:
         return os.open(part, _PART_FLAGS, mode, dir_fd=dir_fd)
 
 
-def unpack_file(tf, member, path, confined, fsync=False) -> int:
+def unpack_file(tf, member, path, confined, fsync=False, manifest=None) -> int:
     """Write one regular member through <path>.part.<pid> in its directory (by descriptor)
-    and rename it into place there; returns its size."""
+    and rename it into place there; returns its size. With a `manifest`, what was written
+    (its digest, and its stat key once in place) is recorded."""
     parent, base = os.path.split(path)
     dfd = confined.dir_fd(parent)
     part = "%s.part.%d" % (base, _PID)
@@ -488,6 +821,7 @@ def unpack_file(tf, member, path, confined, fsync=False) -> int:
                 n += len(chunk)
             if fsync:
                 os.fsync(fd)
+            written = os.fstat(fd)
         finally:
             os.close(fd)
         if n != member.size:
@@ -502,6 +836,13 @@ def unpack_file(tf, member, path, confined, fsync=False) -> int:
         except IsADirectoryError:
             raise Refused("tar member %r: %s is a directory" % (member.name, path))
         done = True
+        if manifest is not None:
+            try:  # by the directory written into: the inode renamed in, not whatever the name now is
+                st = os.stat(base, dir_fd=dfd, follow_symlinks=False)
+            except OSError:
+                st = None
+            if st is not None and (st.st_dev, st.st_ino) == (written.st_dev, written.st_ino) and stat.S_ISREG(st.st_mode):
+                manifest.record(path, h.hexdigest(), stat_key(st))
     finally:
         if not done:
             try:
@@ -512,6 +853,15 @@ def unpack_file(tf, member, path, confined, fsync=False) -> int:
 
 
 def cmd_unpack(args) -> int:
+    manifest = Manifest.open(args.manifest, real_roots(args.root)) if args.manifest else None
+    try:
+        return _unpack_stream(args, manifest)
+    finally:
+        if manifest is not None:
+            manifest.close()  # what was written before a refusal or error is recorded too
+
+
+def _unpack_stream(args, manifest) -> int:
     stdin = sys.stdin.buffer
     files = total = 0
     peek = getattr(stdin, "peek", None)
@@ -534,7 +884,7 @@ def cmd_unpack(args) -> int:
                 confined.dir_fd(path)
                 continue
             try:
-                total += unpack_file(tf, member, path, confined, fsync=args.fsync)
+                total += unpack_file(tf, member, path, confined, fsync=args.fsync, manifest=manifest)
             except tarfile.TarError as e:
                 raise Refused("tar member %r is cut short: %s" % (member.name, e))
             files += 1
@@ -624,14 +974,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", metavar="{missing,unpack,pack}", parser_class=_Parser)
     sub.required = True
     for name, func, text in (
-        ("missing", cmd_missing, "print the 'path<TAB>size' lines whose file is absent "
-                                 "or has another size"),
+        ("missing", cmd_missing, "print the 'path<TAB>size<TAB>sha256' lines whose file is "
+                                 "absent or has another size or content"),
         ("unpack", cmd_unpack, "write a tar stream from stdin under the roots"),
         ("pack", cmd_pack, "write the files named on stdin as a tar stream"),
     ):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("--root", action="append", required=True, metavar="DIR",
                         help="a directory every path must lie under (repeatable)")
+        if name in ("missing", "unpack"):
+            sp.add_argument("--manifest", metavar="DIR", default=None,
+                            help="this account's record of what the site holds (created 0700; "
+                                 "refused unless it is this account's own): unpack records what "
+                                 "it writes, missing answers from it and records what it hashes")
         if name == "unpack":
             sp.add_argument("--fsync", action="store_true",
                             help="fsync each file before renaming it into place (power-loss "

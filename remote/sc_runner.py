@@ -18,6 +18,7 @@ import select
 import shlex
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,9 @@ DEADLINE_MARGIN = 20
 KILL_GRACE = 5
 # Exit code recorded for a command stopped by a time limit (timeout(1)'s convention).
 EXIT_TIMEOUT = 124
+# Exit code recorded for a component not started because an input is gone (phase "input":
+# the operating-system fault, 2, revertable: exec pushes the file again).
+EXIT_INPUT = 2
 
 _NUM = re.compile(r"[0-9]+\Z")
 _RANGE = re.compile(r"([0-9]+)-([0-9]+)\Z")
@@ -240,6 +244,61 @@ def load_stage_ids(run: str) -> dict:
         sid = parts[1]
         out[int(parts[0])] = int(sid) if _NUM.match(sid) else sid
     return out
+
+
+class Inputs:
+    """Each component's inputs: inputs.tsv (prepare; line i: ``i<TAB>n,n,...``) names lines
+    of input-files.tsv (exec; line n: ``remote_path<TAB>size<TAB>sha256``, what exec checked
+    and pushed). Lines are parsed only for the components this rank runs."""
+
+    def __init__(self, components, files):
+        self.components = components
+        self.files = files
+
+    @classmethod
+    def load(cls, run: str):
+        """None when the bundle lists no inputs (one prepared by an older scbundle)."""
+        paths = [os.path.join(run, n) for n in ("inputs.tsv", "input-files.tsv")]
+        if not all(os.path.exists(p) for p in paths):
+            return None
+        try:
+            return cls(*(split_lines(_read_text(p)) for p in paths))
+        except OSError as e:
+            raise RunDirError("cannot read the inputs of %s: %s" % (run, e.strerror or e))
+
+    def of(self, i: int) -> "list[tuple[str, int]]":
+        """(remote path, size) of component i's inputs; ValueError when the lines are bad."""
+        if i >= len(self.components):
+            raise ValueError("inputs.tsv has no line %d" % i)
+        index, sep, refs = self.components[i].partition("\t")
+        if not sep or index != str(i):
+            raise ValueError("inputs.tsv line %d is not '%d<TAB>n,n,...'" % (i + 1, i))
+        out = []
+        for ref in refs.split(",") if refs else ():
+            n = int(ref)
+            if not 0 <= n < len(self.files):
+                raise ValueError("inputs.tsv line %d names input %d, input-files.tsv has %d"
+                                 % (i + 1, n, len(self.files)))
+            path, size, _ = self.files[n].rsplit("\t", 2)
+            out.append((path, int(size)))
+        return out
+
+
+def input_problem(inputs) -> "str | None":
+    """Why a component cannot start (an input gone or of another size), or None. A stat a
+    file: the content was checked by exec; this catches a purge or a delete since."""
+    for path, size in inputs:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return "input %s is missing on the site" % path
+        except OSError as e:
+            return "input %s cannot be checked: %s" % (path, e.strerror or e)
+        if not stat.S_ISREG(st.st_mode):
+            return "input %s is not a regular file" % path
+        if st.st_size != size:
+            return "input %s has %d bytes on the site, %d were pushed" % (path, st.st_size, size)
+    return None
 
 
 def write_json_atomic(path: str, obj) -> None:
@@ -531,6 +590,7 @@ def cmd_run(args) -> int:
         commands = load_cmds(run, "commands.cmds")
         posts = load_cmds(run, "post.cmds")
         stage_ids = load_stage_ids(run)
+        inputs = Inputs.load(run)
         bad = [i for i in ids if i >= len(commands)]
         if bad:
             raise RunDirError("--ids names component %d but commands.cmds has %d lines"
@@ -548,8 +608,11 @@ def cmd_run(args) -> int:
                 if stop is None and policy["deadline"] is not None \
                         and time.time() >= policy["deadline"] - DEADLINE_MARGIN:
                     stop = "deadline"
+                why = None if stop is not None or inputs is None else _inputs_problem(inputs, i)
                 if stop is not None:
                     rec = unstarted(i, stage_ids.get(i), grank, host, stop)
+                elif why is not None:
+                    rec = input_missing(i, stage_ids.get(i), grank, host, why)
                 else:
                     rec = run_component(run, i, commands[i], posts[i] if i < len(posts) else "",
                                         stage_ids.get(i), grank, host, log, policy)
@@ -567,6 +630,22 @@ def _why_terminated(policy) -> str:
     if deadline is not None and time.time() >= deadline - DEADLINE_MARGIN:
         return "deadline"
     return "signal"
+
+
+def _inputs_problem(inputs, i):
+    try:
+        return input_problem(inputs.of(i))
+    except ValueError as e:
+        return "bad input list: %s" % e
+
+
+def input_missing(i, stage_id, grank, host, why) -> dict:
+    now = time.time()
+    return {
+        "index": i, "stage_id": stage_id, "rank": grank, "host": host, "attempts": 0,
+        "exit": EXIT_INPUT, "phase": "input", "start": now, "end": now, "dbinfo": None,
+        "error": "not started: %s" % why,
+    }
 
 
 def unstarted(i, stage_id, grank, host, why) -> dict:

@@ -248,3 +248,34 @@ def test_pre_mkdir_fast_path_and_failures(tmp_path):
     assert set(failed) == {300, 301}
     assert failed[300]["exit"] == 4 and "pre failed here" in failed[300]["stderr"]
     assert failed[301]["exit"] != 0 and "under_a_file" in failed[301]["stderr"]
+
+
+def test_a_component_whose_input_is_gone_is_not_run_and_recorded_as_input(tmp_path):
+    """inputs.tsv (prepare) + input-files.tsv (exec): the runner stats each component's
+    inputs just before its command; one gone (purged, deleted) or of another size is not run."""
+    data = tmp_path / "data"
+    data.mkdir()
+    files = {name: data / name for name in ("shared", "a", "b", "c")}
+    for f in files.values():
+        f.write_bytes(b"12345")
+    ran = data / "ran"
+    ran.mkdir()
+    commands = [pyc("import sys; open(sys.argv[1], 'w').close()", ran / str(i)) for i in range(4)]
+    run = make_run(tmp_path / "runs" / "chip.9", commands, [pyc("print('{}')")] * 4)
+    order = ["shared", "a", "b", "c"]
+    (run / "input-files.tsv").write_text("".join(f"{files[n]}\t5\t{'0' * 64}\n" for n in order))
+    (run / "inputs.tsv").write_text("0\t0,1\n1\t0,2\n2\t0,3\n3\t\n")  # 3: a component with no input
+    files["a"].unlink()  # deleted on the site after exec
+    files["c"].write_bytes(b"123")  # cut short
+    r = runner("run", run, "--rank", 0, "--offset", 0, "--ids", "0-3")
+    assert r.returncode == 0, r.stderr
+    by = {x["index"]: x for x in records(run, 0)}
+    assert (by[0]["phase"], by[0]["exit"], by[0]["attempts"], by[0]["dbinfo"]) == ("input", 2, 0, None)
+    assert by[0]["error"] == f"not started: input {files['a']} is missing on the site"
+    assert (by[2]["phase"], by[2]["attempts"]) == ("input", 0)
+    assert "has 3 bytes on the site, 5 were pushed" in by[2]["error"]
+    assert (by[1]["exit"], by[1]["dbinfo"]) == (0, {}) and (by[3]["exit"], by[3]["dbinfo"]) == (0, {})
+    assert sorted(p.name for p in ran.iterdir()) == ["1", "3"]  # the commands of 0 and 2 never ran
+    s = runner("summarize", run)
+    assert s.returncode == 0
+    assert json.loads((run / "summary.json").read_text())["failed"] == [0, 2]

@@ -17,7 +17,7 @@ PY = os.environ.get("SCBUNDLE_REMOTE_PYTHON", sys.executable)  # e.g. the remote
 REMOTE = Path(__file__).resolve().parents[2] / "remote"
 TOOL = REMOTE / "sc_remote.py"
 sys.path.insert(0, str(REMOTE))
-from sc_remote import within_roots  # noqa: E402
+from sc_remote import RootCheck, within_roots  # noqa: E402
 
 
 def tool(cmd, roots, stdin: bytes):
@@ -93,39 +93,204 @@ def test_within_roots(area):
     assert not within_roots(str(root / "a\0b"), roots)
 
 
+def test_root_check_answers_as_within_roots(area):
+    """missing's RootCheck (each parent resolved once) gives within_roots' answer, links and all."""
+    root, root2, outside = area
+    (root / "sub").mkdir()
+    (root / "to_outside").symlink_to(outside)
+    (root / "file_link").symlink_to(outside / "f")
+    (root / "in_link").symlink_to(root2 / "f")
+    (root / "to_root2").symlink_to(root2)
+    (root / "sub" / "up").symlink_to("../..")
+    roots = [str(root), str(root2)]
+    check = RootCheck(roots)
+    paths = [str(root / "a"), str(root / "new" / "deeper" / "x"), str(root2 / "b"), str(root / "sub" / ".." / "a"),
+             str(root / "to_root2" / "x"), str(root), str(root2), str(root / ".." / "outside" / "x"), str(root / "to_outside" / "x"),
+             str(root / "file_link"), str(root / "in_link"), str(outside / "x"), str(root) + "-sibling/x", "relative/path", "",
+             str(root / "a\0b"), str(root / "sub" / "up"), str(root / "sub" / "up" / "x"), str(root / "sub") + "/", "/", str(root / ".")]
+    for _ in range(2):  # the second time from the cache of parents
+        assert [check(p) for p in paths] == [within_roots(p, roots) for p in paths]
+
+
 # ---------------------------------------------------------------------------------------
 # missing
 
 
-def test_missing_lists_absent_and_wrong_size(area):
+def test_missing_lists_absent_wrong_size_and_wrong_content(area):
     root, root2, _ = area
     (root / "ok").write_bytes(b"abc")
     (root / "short").write_bytes(b"ab")
+    (root / "other").write_bytes(b"abd")  # the right size, another content
     (root / "dir").mkdir()
     odd = root2 / "with space & 'q'\ttab"
     odd.write_bytes(b"12345")
-    lines = [f"{root / 'ok'}\t3", f"{root / 'short'}\t3", f"{root / 'absent'}\t0",
-             f"{root / 'dir'}\t4096", f"{root2 / 'with space'}\t5",
-             f"{odd}\t5", f"{root / 'nodir' / 'x'}\t1"]
+    abc, five = sha(b"abc"), sha(b"12345")
+    lines = [f"{root / 'ok'}\t3\t{abc}", f"{root / 'short'}\t3\t{abc}", f"{root / 'absent'}\t0\t{sha(b'')}",
+             f"{root / 'dir'}\t4096\t{abc}", f"{root2 / 'with space'}\t5\t{five}",
+             f"{odd}\t5\t{five}", f"{root / 'nodir' / 'x'}\t1\t{abc}", f"{root / 'other'}\t3\t{abc}"]
     r = tool("missing", [root, root2], ("\n".join(lines) + "\n").encode())
     assert r.returncode == 0, r.stderr
-    assert r.stdout.decode().splitlines() == [lines[1], lines[2], lines[3], lines[4],
-                                              lines[6]]
+    assert r.stdout.decode().splitlines() == [lines[1], lines[2], lines[3], lines[4], lines[6], lines[7]]
 
 
-@pytest.mark.parametrize("bad", ["outside", "dotdot", "symlink", "relative", "badsize"])
-def test_missing_refuses_paths_outside_roots(area, bad):
+@pytest.mark.parametrize("bad", ["outside", "dotdot", "symlink", "relative", "badsize", "nosha", "badsha"])
+def test_missing_refuses_paths_outside_roots_and_bad_lines(area, bad):
     root, _, outside = area
     (root / "link").symlink_to(outside)
-    line = {"outside": f"{outside / 'x'}\t1",
-            "dotdot": f"{root}/../outside/x\t1",
-            "symlink": f"{root / 'link' / 'x'}\t1",
-            "relative": "scratch/x\t1",
-            "badsize": f"{root / 'x'}\tbig"}[bad]
-    r = tool("missing", [root], f"{root / 'a'}\t1\n{line}\n".encode())
+    z = sha(b"")
+    line = {"outside": f"{outside / 'x'}\t1\t{z}",
+            "dotdot": f"{root}/../outside/x\t1\t{z}",
+            "symlink": f"{root / 'link' / 'x'}\t1\t{z}",
+            "relative": f"scratch/x\t1\t{z}",
+            "badsize": f"{root / 'x'}\tbig\t{z}",
+            "nosha": f"{root / 'x'}\t1",  # the old two-field form
+            "badsha": f"{root / 'x'}\t1\t{z.upper()}"}[bad]
+    r = tool("missing", [root], f"{root / 'a'}\t1\t{z}\n{line}\n".encode())
     assert r.returncode == 3
     assert r.stdout == b""  # nothing printed before the refusal
-    assert b"refused" in r.stderr
+    assert b"refused" in r.stderr and b"line 2" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# the manifest: unpack records what it wrote, missing answers from stat + manifest
+
+
+def push(root2, files: dict, roots, manifest=True):
+    """unpack files {path: bytes} with the manifest under root2 (the permanent root)."""
+    argv = ["--manifest", str(root2 / "manifest")] if manifest else []
+    r = subprocess.run([PY, str(TOOL), "unpack", *sum((["--root", str(x)] for x in roots), []), *argv],
+                       input=make_tar(*(file_member(rel(p), d) for p, d in files.items())), capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def ask(root2, files: dict, roots, manifest=True):
+    """missing for files {path: wanted bytes}: (the paths listed, the counts it reports)."""
+    argv = ["--manifest", str(root2 / "manifest")] if manifest else []
+    listing = "".join(f"{p}\t{len(d)}\t{sha(d)}\n" for p, d in files.items()).encode()
+    r = subprocess.run([PY, str(TOOL), "missing", *sum((["--root", str(x)] for x in roots), []), *argv],
+                       input=listing, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    counts = json.loads(r.stderr.decode().strip().splitlines()[-1].split(": ", 1)[1])
+    return [line.split("\t")[0] for line in r.stdout.decode().splitlines()], counts
+
+
+def shard_lines(root2) -> list[bytes]:
+    return [line for f in sorted((root2 / "manifest").rglob("*")) if f.is_file() for line in f.read_bytes().splitlines() if line]
+
+
+def test_missing_answers_from_the_manifest_and_finds_changes_on_the_site(area):
+    root, root2, _ = area
+    roots = [root, root2]
+    files = {str(root / "d" / f"f{i}"): os.urandom(1000) for i in range(6)}
+    push(root2, files, roots)
+    m = root2 / "manifest"
+    assert oct(m.stat().st_mode & 0o777) == "0o700" and len(shard_lines(root2)) == 6
+    assert ask(root2, files, roots) == ([], {"checked": 6, "by_manifest": 6, "hashed": 0, "hashed_bytes": 0, "missing": 0})
+
+    f0, f1, f2, f3 = (Path(p) for p in list(files)[:4])
+    st = f0.stat()  # changed in place, same size, its mtime set back: only ctime tells
+    with open(f0, "r+b") as f:
+        f.write(b"X" * 1000)
+    os.utime(f0, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (f0.stat().st_size, f0.stat().st_mtime_ns, f0.stat().st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    f1.unlink()  # purged
+    tmp = f2.with_name("tmp")  # replaced by another file of the same content: re-hashed, present
+    tmp.write_bytes(files[str(f2)])
+    os.replace(tmp, f2)
+    st3 = f3.stat()  # replaced by another content of the same size, mtime restored
+    tmp.write_bytes(os.urandom(1000))
+    os.utime(tmp, ns=(st3.st_atime_ns, st3.st_mtime_ns))
+    os.replace(tmp, f3)
+    listed, counts = ask(root2, files, roots)
+    assert listed == [str(f0), str(f1), str(f3)]
+    assert counts == {"checked": 6, "by_manifest": 2, "hashed": 3, "hashed_bytes": 3000, "missing": 3}
+    # what missing hashed is recorded, other content too: the next call reads no file
+    assert ask(root2, files, roots) == ([str(f0), str(f1), str(f3)], {"checked": 6, "by_manifest": 5, "hashed": 0, "hashed_bytes": 0, "missing": 3})
+    pushed = {p: files[p] for p in (str(f0), str(f1), str(f3))}
+    push(root2, pushed, roots)  # pushed again: present, by the manifest alone
+    assert ask(root2, files, roots) == ([], {"checked": 6, "by_manifest": 6, "hashed": 0, "hashed_bytes": 0, "missing": 0})
+    assert [Path(p).read_bytes() for p in files] == list(files.values())
+    # unpack without --manifest (exec's bundle files) records nothing
+    before = shard_lines(root2)
+    push(root2, {str(root / "d" / "bundle.json"): b"{}"}, roots, manifest=False)
+    assert shard_lines(root2) == before
+
+
+def test_manifest_lines_cut_short_or_garbled_are_skipped(area):
+    root, root2, _ = area
+    roots = [root, root2]
+    files = {str(root / "d" / f"f{i}"): os.urandom(100) for i in range(3)}
+    push(root2, files, roots)
+    (shard,) = [f for f in (root2 / "manifest").rglob("*") if f.is_file()]
+    lines = [line for line in shard.read_bytes().splitlines(keepends=True) if line.strip()]
+    assert len(lines) == 3
+    forged = lines[1].replace(lines[1].split(b"\t")[1], sha(b"forged").encode())  # crc no longer matches
+    # a writer killed in the middle of a line, a garbled line, a line whose crc fails
+    shard.write_bytes(lines[0] + forged + lines[2] + b"\0\0\0garbage\n" + lines[0][:40])
+    assert ask(root2, files, roots) == ([], {"checked": 3, "by_manifest": 2, "hashed": 1, "hashed_bytes": 100, "missing": 0})
+    assert ask(root2, files, roots)[1]["hashed"] == 0  # the re-hash was recorded, after the cut line
+
+
+def test_concurrent_pushes_and_checks_lose_no_entry(area):
+    root, root2, _ = area
+    roots = [root, root2]
+    groups = [{str(root / "d" / f"g{g}-{i}"): os.urandom(2000) for i in range(400)} for g in range(4)]
+    argv = [PY, str(TOOL), "unpack", "--root", str(root), "--root", str(root2), "--manifest", str(root2 / "manifest")]
+    procs = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in groups]
+    checks = [subprocess.Popen(argv[:2] + ["missing", *argv[3:]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+              for _ in range(2)]  # reading the same shard meanwhile
+    for p, g in zip(procs, groups):
+        p.stdin.write(make_tar(*(file_member(rel(x), d) for x, d in g.items())))
+        p.stdin.close()
+    for c in checks:
+        c.stdin.write("".join(f"{x}\t2000\t{sha(d)}\n" for x, d in groups[0].items()).encode())
+        c.stdin.close()
+    assert all(p.wait(60) == 0 for p in procs + checks)
+    everything = {k: v for g in groups for k, v in g.items()}
+    listed, counts = ask(root2, everything, roots)
+    assert listed == [] and counts["hashed"] in (0, 400, 800)  # a check that hashed a file before its push won't count twice
+    assert ask(root2, everything, roots)[1] == {"checked": 1600, "by_manifest": 1600, "hashed": 0, "hashed_bytes": 0, "missing": 0}
+
+
+def test_a_shard_of_mostly_dead_entries_is_compacted(area):
+    root, root2, _ = area
+    roots = [root, root2]
+    files = {str(root / "d" / f"f{i}"): os.urandom(100) for i in range(4)}
+    for _ in range(10):  # each push rewrites the files: a new entry each, the older ones dead
+        push(root2, files, roots)
+    assert len(shard_lines(root2)) == 40
+    assert ask(root2, files, roots) == ([], {"checked": 4, "by_manifest": 4, "hashed": 0, "hashed_bytes": 0, "missing": 0})
+    assert len(shard_lines(root2)) == 4  # one live entry a file
+    Path(list(files)[0]).unlink()
+    assert ask(root2, files, roots)[0] == [list(files)[0]]
+
+
+@pytest.mark.parametrize("kind", ["symlink", "group-writable", "foreign"])
+def test_a_manifest_directory_not_the_accounts_own_is_refused(area, kind):
+    root, root2, outside = area
+    m = root2 / "manifest"
+    if kind == "symlink":  # to a directory inside the roots (one outside fails the root check first)
+        (root2 / "elsewhere").mkdir(mode=0o700)
+        m.symlink_to(root2 / "elsewhere")
+    else:
+        m.mkdir()
+        m.chmod(0o770 if kind == "group-writable" else 0o700)
+        if kind == "foreign":
+            if os.geteuid() != 0:
+                pytest.skip("needs root to give the directory away")
+            os.chown(m, 65534, 65534)
+    for cmd in ("unpack", "missing"):
+        stdin = make_tar(file_member(rel(root / "x"), b"abc")) if cmd == "unpack" else f"{root / 'x'}\t3\t{sha(b'abc')}\n".encode()
+        r = subprocess.run(
+            [PY, str(TOOL), cmd, "--root", str(root), "--root", str(root2), "--manifest", str(m)], input=stdin, capture_output=True, timeout=60)
+        assert r.returncode == 3 and r.stdout == b""
+        line = r.stderr.decode()
+        assert "refused: manifest directory" in line and str(m) in line
+        assert {"symlink": "symbolic link", "group-writable": "writable by group", "foreign": "uid 65534"}[kind] in line
+    assert not (root / "x").exists() and list(outside.iterdir()) == []  # nothing written, nothing followed
+    if kind == "symlink":
+        assert list((root2 / "elsewhere").iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------

@@ -48,3 +48,11 @@ def test_tries_used_up_is_abandoned_with_the_exit_codes_fault():
     assert classify(res(5, attempts=1), job(JobState.COMPLETED), 2)[:2] == ("error", 5)  # tries left (e.g. attempts raised)
     assert classify(res(3, phase="post"), job(JobState.COMPLETED), 2)[:2] == ("error", 3)  # post failures are revertable
     assert classify(res(0), job(JobState.COMPLETED), 2)[:2] == ("full", 0)
+
+
+def test_a_component_whose_input_was_gone_is_fault_2_whatever_the_job_did():
+    # the phase decides, not the exit code the record carries: never a data or unknown fault
+    for exit_code in (2, 5, 1):
+        for state in (JobState.COMPLETED, JobState.TIMEOUT, JobState.FAILED):
+            st, f, msg = classify(res(exit_code, "input", attempts=0), job(state), 2)
+            assert (st, int(f)) == ("error", 2) and msg.startswith(f"input exit {exit_code}")

@@ -134,3 +134,11 @@ def test_an_oversized_summary_is_refused_naming_the_file(tmp_path):
         read_summary(tmp_path)
     p.write_text(json.dumps({"job_start": 1, "job_end": 2}))
     assert read_summary(tmp_path) == {"job_start": 1, "job_end": 2}
+
+
+def test_a_not_started_for_its_input_record_is_read(tmp_path):
+    """What sc_runner.py writes when a component's input is gone from the site (phase input)."""
+    gone = rec(1, 102, exit=2, phase="input", attempts=0, dbinfo=None, error="not started: input /s/x is missing on the site")
+    res = read_results([write(tmp_path, rec(), gone)], STAGE, COMPONENTS)
+    assert (res.records[1].phase, res.records[1].attempts, res.records[1].good) == ("input", 0, False)
+    assert "missing on the site" in res.records[1].error

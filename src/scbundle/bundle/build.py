@@ -85,13 +85,14 @@ class BundleWriter:
     the dealing to ranks, the configs, the job script) is written by finish(), from what add()
     kept: the requirements, the directories and one cost a component."""
 
-    PER_COMPONENT = ("commands.cmds", "post.cmds", "products.tsv", "components.tsv")
+    PER_COMPONENT = ("commands.cmds", "post.cmds", "products.tsv", "components.tsv", "inputs.tsv")
 
     def __init__(self, plan: BundlePlan, open_text: Callable[[str], TextIO]) -> None:
         self.plan = plan
         self._open = open_text
         self._out = {name: open_text(name) for name in self.PER_COMPONENT}
-        self._reqs: dict[str, tuple[str, str, int]] = {}
+        self._reqs: dict[str, tuple[str, str, int]] = {}  # in first-seen order: inputs.tsv numbers them so
+        self._req_no: dict[str, int] = {}
         self._out_dirs: set[str] = set()
         self.costs = array("d")  # a cost a component, in index order
         self.max_threads = 0  # the most threads a component of its own asks for (ComponentSpec.threads)
@@ -103,12 +104,19 @@ class BundleWriter:
     def add(self, specs: Sequence[ComponentSpec]) -> None:
         """The next components, in index order."""
         _check_words(specs, self.plan.remote_id)
+        numbers = self._req_no
+        refs = []
         for spec in specs:
+            mine = []
             for r in spec.inputs:
                 seen = self._reqs.get(r.remote)
-                if seen is not None and seen[0] != r.local:
+                if seen is None:
+                    numbers[r.remote] = len(numbers)
+                elif seen[0] != r.local:
                     raise BundleError(f"remote path {r.remote} is wanted from two local files: {seen[0]} and {r.local}")
                 self._reqs[r.remote] = (r.local, r.remote, r.size)
+                mine.append(numbers[r.remote])
+            refs.append(",".join(map(str, mine)))
             self._out_dirs.update(spec.out_dirs)
             if spec.threads and spec.threads > self.max_threads:
                 self.max_threads = spec.threads
@@ -117,6 +125,9 @@ class BundleWriter:
         self._out["post.cmds"].write("".join(_shell_line(s.post) + "\n" for s in specs))
         self._out["products.tsv"].write(_tsv([(first + i, r, loc) for i, s in enumerate(specs) for r, loc in s.products]))
         self._out["components.tsv"].write(_tsv([(first + i, s.stage_id) for i, s in enumerate(specs)]))
+        # line i: component i's inputs, as line numbers of requirements.tsv (exec sends the
+        # site the same list, with sizes and digests, as input-files.tsv; the runner checks them)
+        self._out["inputs.tsv"].write("".join(f"{first + i}\t{r}\n" for i, r in enumerate(refs)))
         self.costs.extend(s.cost for s in specs)
 
     def close(self) -> None:
@@ -148,7 +159,7 @@ class BundleWriter:
 
         parts: list[ConfigPart] = pack_configs(ranks, line, header, ranks_per_node=max(1, plan.cores_per_node // request.threads))
         files: dict[str, str] = {f"multiprog/{part.name}": part.text for part in parts}
-        files["requirements.tsv"] = _tsv(sorted(self._reqs.values(), key=lambda r: r[1]))
+        files["requirements.tsv"] = _tsv(list(self._reqs.values()))  # first-seen order: inputs.tsv's numbers
         files["pre.cmds"] = "".join(_shell_line(["mkdir", "-p", d]) + "\n" for d in sorted(self._out_dirs))
         meta = {
             "installation": plan.installation,  # the job's summary carries it back: poll knows its own job

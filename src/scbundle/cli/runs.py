@@ -110,6 +110,8 @@ def exec_cmd(c: Ctx, remote_id: int | None, label: str | None, as_json: bool) ->
     if as_json:
         emit_json(rows_json(rep.results))
     for r in rep.results:
+        for note in getattr(r, "warnings", ()):
+            echo(f"warning: remote_id {r.remote_id}: {printable(note)}", err=True)
         if r.error:
             echo(f"remote_id {r.remote_id}: exec failed: {printable(r.error).removeprefix('exec: ')}", err=True)
         elif not as_json:

@@ -4,6 +4,7 @@
     <permanent_root>/runs/<inst>/<stage>.<id>.a<n>  a run directory of installation <inst>
     <permanent_root>/runs/<stage>.<id>.a<n>         one made before installation ids
     <permanent_root>/jobs/                          the local scheduler's job registry
+    <permanent_root>/manifest/                      what the push wrote there, by content (sc_remote.py)
 
 A run directory and a job name carry the database's installation id (db/identity.py), so two
 databases (one deleted and made again, two teams on one account) never share one: a re-run
@@ -36,6 +37,11 @@ def remote_tools_dir(permanent_root: str, tools_hash: str) -> str:
 def tools_dir(site: Site) -> str:
     """This installation's remote tools on ``site``."""
     return remote_tools_dir(site.permanent_root, tools_hash())
+
+
+def manifest_dir(site: Site) -> str:
+    """The site account's record of the inputs it holds (path, stat key, sha256): 0700, its own."""
+    return f"{site.permanent_root.rstrip('/')}/manifest"
 
 
 def registry_dir(site: Site) -> str:

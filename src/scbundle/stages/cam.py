@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from scbundle.core.errors import ConfigError
 from scbundle.core.states import ComponentState, Fault
 from scbundle.db.models import CamResult, ChipResult, Exposure, Imfile, RemoteComponent, RemoteRun
-from scbundle.stages.geometry import MOSAIC_SIZE, chip_origin
 from scbundle.stages.base import (  # fmt: skip
     Advance,
     Blocked,
@@ -32,6 +31,7 @@ from scbundle.stages.base import (  # fmt: skip
     work_outcomes,
 )
 from scbundle.stages.common import Sizes, chunks, data_root, upsert
+from scbundle.stages.geometry import MOSAIC_SIZE, chip_origin
 
 CAM_COLUMNS: dict[str, type] = {
     "n_chips": int,

@@ -28,7 +28,6 @@ from scbundle.db.models import (
     Warp,
     WarpResult,
 )
-from scbundle.stages.geometry import Pointing, SkyCell, overlapping, warp_affine
 from scbundle.stages.base import (  # fmt: skip
     Advance,
     Blocked,
@@ -43,6 +42,7 @@ from scbundle.stages.base import (  # fmt: skip
     work_outcomes,
 )
 from scbundle.stages.common import Sizes, chunks, data_root, fixed, not_in_a_run, upsert
+from scbundle.stages.geometry import Pointing, SkyCell, overlapping, warp_affine
 
 WARP_COLUMNS: dict[str, type] = {
     "npix": int,

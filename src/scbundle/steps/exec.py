@@ -1,5 +1,10 @@
 """exec: ship a pending run's bundle, push only the missing inputs, submit. pending -> run.
 
+Inputs are known by content: the local side's sha256 of each (site/digests.py, cached by file
+state), checked by the site against its manifest of what it holds (remote/sc_remote.py
+missing), so an input re-made with the same size, or changed or purged on the site, is pushed
+again. The bundle carries the same list (input-files.tsv) for the runner's last check.
+
 Each step is idempotent, so exec can be re-run after a crash at any point: the bundle and
 inputs are re-sent only where absent, and the job is submitted under a deterministic name
 that the scheduler (or the local job registry) answers with the job already submitted.
@@ -8,6 +13,7 @@ Costs a fixed number of link invocations per run, whatever the number of compone
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -26,7 +32,8 @@ from scbundle.db.models import RemoteComponent, RemoteRun
 from scbundle.db.runs import get_run, move, select_runs
 from scbundle.ops.throttle import exec_hold
 from scbundle.site import jobs
-from scbundle.site.layout import roots_args, tool_argv
+from scbundle.site.digests import DigestCache, DigestStats
+from scbundle.site.layout import manifest_dir, roots_args, tool_argv
 from scbundle.site.link import Transport, transport_for
 from scbundle.site.schedulers import scheduler_for
 from scbundle.site.tools import ensure_tools
@@ -42,6 +49,12 @@ class BundleMissing(ScbundleError):
     fault = Fault.SYSTEM
 
 
+class InputGone(ScbundleError):
+    """A local input prepared into the bundle cannot be read now: nothing was sent."""
+
+    fault = Fault.SYSTEM
+
+
 @dataclass(frozen=True)
 class Executed:
     remote_id: int
@@ -51,6 +64,18 @@ class Executed:
     invocations: int
     error: str | None = None
     skipped: bool = False  # claimed, but left alone (a fault that waits for the operator)
+    hashed_files: int = 0  # local inputs hashed by this exec (the rest came from the digest cache)
+    site_hashed: int = 0  # files the site hashed (no manifest entry, or changed since it)
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """Which inputs the site must be sent, and what the site did to tell."""
+
+    to_push: list[tuple[str, str]]  # (local, remote)
+    nbytes: int
+    site: dict  # sc_remote.py missing's counts: checked, by_manifest, hashed, hashed_bytes, missing
 
 
 def split_by_size(files: list[tuple[str, str]], sizes: dict[str, int], k: int) -> list[list[tuple[str, str]]]:
@@ -82,6 +107,39 @@ def push_files(t: Transport, argv: list[str], files: list[tuple[str, str]], *, s
             raise err
 
 
+def input_listing(reqs: list[tuple[str, str, int]], cache: DigestCache, remote_id: int | None = None) -> tuple[bytes, dict[str, int], DigestStats]:
+    """The 'remote_path<TAB>size<TAB>sha256' lines of the inputs as they are now (sizes from
+    the files, not from prepare), and each remote path's size."""
+    try:
+        digests, stats = cache.digests(local for local, _, _ in reqs)
+    except OSError as err:
+        raise InputGone(f"an input cannot be read since prepare ({err}): `scbundle revert` the run after fixing it", remote_id=remote_id) from None
+    sizes = {remote: digests[local].size for local, remote, _ in reqs}
+    listing = "".join(f"{remote}\t{digests[local].size}\t{digests[local].sha256}\n" for local, remote, _ in reqs).encode()
+    return listing, sizes, stats
+
+
+def site_counts(stderr: bytes) -> dict:
+    """The counts `sc_remote.py missing` reports on its last stderr line ({} if none)."""
+    for line in reversed(stderr.decode("utf-8", "replace").splitlines()):
+        if line.startswith("sc_remote.py missing: "):
+            try:
+                out = json.loads(line.split(": ", 1)[1])
+            except ValueError:
+                return {}
+            return out if isinstance(out, dict) else {}
+    return {}
+
+
+def check_inputs(t: Transport, site, reqs: list[tuple[str, str, int]], listing: bytes, sizes: dict[str, int], *, tools: str) -> InputCheck:
+    """One link call: the site answers which inputs (input_listing's lines) it lacks by content."""
+    argv = tool_argv(site.python, tools, "sc_remote.py", "missing", *roots_args(site), "--manifest", manifest_dir(site))
+    done = t.run(argv, input=listing)
+    wanted = {line.rsplit("\t", 2)[0] for line in done.text.splitlines() if line}
+    to_push = [(local, remote) for local, remote, _ in reqs if remote in wanted]
+    return InputCheck(to_push, sum(sizes[r] for _, r in to_push), site_counts(done.stderr))
+
+
 def _read_requirements(path_base: Path) -> list[tuple[str, str, int]]:
     rows = []
     for line in (path_base / "requirements.tsv").read_text().splitlines():
@@ -90,15 +148,20 @@ def _read_requirements(path_base: Path) -> list[tuple[str, str, int]]:
     return rows
 
 
+LOCAL_ONLY = ("returned", "requirements.tsv", "products.tsv")  # read by exec and poll here, never on the site
+
+
 def _bundle_files(path_base: Path, run_dir: str) -> dict[str, bytes]:
+    """What the site needs of the bundle: everything but the local side's own lists (the
+    requirements and products hold local paths; 16 of the 43 MB of a 37,200-component bundle)."""
     return {
         f"{run_dir}/{p.relative_to(path_base)}": p.read_bytes()
         for p in sorted(path_base.rglob("*"))
-        if p.is_file() and not p.relative_to(path_base).parts[0] == "returned"
+        if p.is_file() and p.relative_to(path_base).parts[0] not in LOCAL_ONLY
     }
 
 
-def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Transport | None = None) -> Executed:
+def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Transport | None = None, digests: DigestCache | None = None) -> Executed:
     t = transport or transport_for(run.site, app.site(run.site))
     before = t.invocations
     sched = scheduler_for(run.site, app.site(run.site))
@@ -109,16 +172,21 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Tran
     if not (path_base / "bundle.json").is_file():
         raise BundleMissing(f"bundle {path_base} is missing: run `scbundle prepare {run.stage} --remote-id {run.remote_id}` again", remote_id=run.remote_id)
 
-    ensure_tools(t, site)
-    t.stream_in(tool_argv(py, tools, "sc_remote.py", "unpack", *roots), lambda out: write_text_tar(out, _bundle_files(path_base, ctx.run_dir)))
     reqs = _read_requirements(path_base)
-    listing = "".join(f"{remote}\t{size}\n" for _, remote, size in reqs).encode()
-    missing_out = t.run(tool_argv(py, tools, "sc_remote.py", "missing", *roots), input=listing).text
-    wanted = {line.split("\t")[0] for line in missing_out.splitlines() if line}
-    to_push = [(local, remote) for local, remote, _ in reqs if remote in wanted]
-    nbytes = sum(size for _, remote, size in reqs if remote in wanted)
+    cache = digests or DigestCache.for_workdir(app.config.workdir)
+    try:
+        listing, sizes, local = input_listing(reqs, cache, run.remote_id)  # local only: before anything is sent
+    finally:
+        if digests is None:
+            cache.close()
+    ensure_tools(t, site)
+    files = _bundle_files(path_base, ctx.run_dir)
+    files[f"{ctx.run_dir}/input-files.tsv"] = listing  # what the runner checks before each component
+    t.stream_in(tool_argv(py, tools, "sc_remote.py", "unpack", *roots), lambda out: write_text_tar(out, files))
+    check = check_inputs(t, site, reqs, listing, sizes, tools=tools)
+    to_push, nbytes = check.to_push, check.nbytes
     if to_push:
-        argv = tool_argv(py, tools, "sc_remote.py", "unpack", *roots)
+        argv = tool_argv(py, tools, "sc_remote.py", "unpack", *roots, "--manifest", manifest_dir(site))
         show = progress and app.console.is_terminal
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                       console=app.console, transient=True, disable=not show) as bar:  # fmt: skip
@@ -127,7 +195,8 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Tran
     failpoint("exec.pushed")
     job_id = jobs.submit(t, sched, ctx).job_id
     failpoint("exec.submitted")
-    return Executed(run.remote_id, job_id, len(to_push), nbytes, t.invocations - before)
+    return Executed(run.remote_id, job_id, len(to_push), nbytes, t.invocations - before,
+                    hashed_files=local.hashed, site_hashed=int(check.site.get("hashed", 0)), warnings=tuple(local.problems))  # fmt: skip
 
 
 class ExecStep(RunStep):
@@ -139,6 +208,12 @@ class ExecStep(RunStep):
 
     def __init__(self, *, named: bool, progress: bool) -> None:
         self.named, self.progress = named, progress
+        self.digests: DigestCache | None = None  # opened at the first run that needs it, shared by all
+
+    def close(self) -> None:
+        if self.digests is not None:
+            self.digests.close()
+            self.digests = None
 
     def site_lock(self, app: App, run: RemoteRun) -> str | None:
         return f"exec:{run.site}" if app.site(run.site).max_in_flight is not None else None
@@ -151,7 +226,9 @@ class ExecStep(RunStep):
         run = claim.run
         if run.fault and not self.named:  # refused by the scheduler: waits for `exec --remote-id N`
             return Executed(run.remote_id, None, 0, 0, 0, error=None, skipped=True)
-        res = exec_run(app, run, progress=self.progress, transport=transport)
+        if self.digests is None:
+            self.digests = DigestCache.for_workdir(app.config.workdir)
+        res = exec_run(app, run, progress=self.progress, transport=transport, digests=self.digests)
         with claim.session() as s:
             r = get_run(s, run.remote_id, [RunState.PENDING], "exec", lock=True)
             move(r, RunState.RUN, "exec", fault=0)
@@ -168,7 +245,7 @@ class ExecStep(RunStep):
         with claim.session() as s:
             r = get_run(s, claim.run.remote_id, lock=True)
             if r.state == RunState.PENDING:
-                if isinstance(err, jobs.SubmitRefused | BundleMissing):  # nothing was queued: pending, with the fault
+                if isinstance(err, jobs.SubmitRefused | BundleMissing | InputGone):  # nothing was queued: pending, with the fault
                     r.fault, r.message = int(err.fault), text[:2000]
                 else:
                     move(r, RunState.ERROR, "exec", fault=fault_of(err), message=text)
@@ -180,5 +257,9 @@ def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = Non
         runs = select_runs(s, [RunState.PENDING], remote_id, label, "exec")
     if remote_id is None:  # a run the scheduler refused waits for the operator: `exec --remote-id N`
         runs = [r for r in runs if not r.fault]
-    rep = run_step(app, ExecStep(named=remote_id is not None, progress=progress), runs, named=remote_id is not None)
+    step = ExecStep(named=remote_id is not None, progress=progress)
+    try:
+        rep = run_step(app, step, runs, named=remote_id is not None)
+    finally:
+        step.close()
     return replace(rep, results=[r for r in rep.results if not getattr(r, "skipped", False)])
