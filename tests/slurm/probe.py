@@ -37,7 +37,7 @@ NASTY = """a b; 'single' "double" $HOME `id` %t %o \\ end"""
 _OK = "import sys,time; time.sleep(float(sys.argv[1])); open(sys.argv[2],'w').write(sys.argv[3])"
 _FLAKY = (
     "import os,sys; p=sys.argv[1]; seen=os.path.exists(p); open(p,'a').close(); "
-    "seen or sys.stderr.write('first try fails\\n'); sys.exit(0 if seen else 7)"
+    "seen or sys.stderr.write('first try fails\\n'); sys.exit(0 if seen else 2)"  # a system hiccup: retried in the job
 )
 _FAIL = "import sys; sys.stderr.write('probe: bad data\\n'); sys.exit(5)"
 _HANG = "import time; time.sleep(3600)"
@@ -145,7 +145,7 @@ class ProbeApp(App):
 
 def probe_app(tmp: Path, probes: dict[int, Probe], *, scheduler: str = "slurm", permanent: Path | None = None,
               cores_per_node: int = 64, settings: StageSettings | None = None, python: str = "/usr/bin/python3",
-              partition: str | None = None, account: str | None = None) -> ProbeApp:  # fmt: skip
+              partition: str | None = None, account: str | None = None, slurm_conf: str | None = None) -> ProbeApp:  # fmt: skip
     site = {
         "link": "local", "scheduler": scheduler, "remote_root": str(tmp / "scratch"),
         "permanent_root": str(permanent or tmp / "perm"),
@@ -157,6 +157,8 @@ def probe_app(tmp: Path, probes: dict[int, Probe], *, scheduler: str = "slurm", 
         site["partition"] = partition
     if account:
         site["account"] = account
+    if slurm_conf:
+        site["slurm_conf"] = slurm_conf
     config: Config = config_from_dict(
         {"database": f"sqlite:///{tmp / 'scbundle.db'}", "workdir": str(tmp / "work"), "default_site": "s", "sites": {"s": site}},
         "probe test",

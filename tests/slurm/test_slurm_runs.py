@@ -70,7 +70,7 @@ def test_mixed_outcomes_on_real_slurm(slurm_cluster, tmp_path):
     c = comp(app, rid)
     assert all(c[i][0] == "full" for i in range(1, 21))
     assert c[21][0] == "full"  # the flaky one succeeded on its second try
-    assert c[22][:3] == ("abandoned", 5, 5)  # failed both tries: abandoned with its exit code and fault
+    assert c[22][:3] == ("error", 5, 5)  # a data fault: not tried again in the job, revertable
     assert c[23][:3] == ("error", 6, 124) and "limit" in c[23][3]  # hung past its limit: fault 6
     assert c[24][0] == "full"  # the argument full of shell syntax arrived as one argument
     (run,) = q(app, "select state, fault, sched_state, job_seconds, busy_core_seconds from remote_run")
@@ -83,11 +83,11 @@ def test_mixed_outcomes_on_real_slurm(slurm_cluster, tmp_path):
     # the job's own logs show the flaky one's two tries and the runner's view of the limit
     results = tmp_path / "work" / "t" / f"remote_probe.{rid}" / "returned" / "results"
     recs = {r["stage_id"]: r for f in results.glob("rank-*.jsonl") for r in map(json.loads, f.read_text().splitlines())}
-    assert recs[21]["attempts"] == 2 and recs[22]["attempts"] == 2 and recs[23]["phase"] == "limit"
-    # revert: the hung one is re-run under a new job name; the abandoned one stays
+    assert recs[21]["attempts"] == 2 and recs[22]["attempts"] == 1 and recs[23]["phase"] == "limit"
+    # revert: the hung one and the bad-data one are re-run under a new job name
     (rev,) = revert(app, remote_id=rid)
-    assert (rev.requeued, rev.to_state) == (1, "new")
-    assert q(app, "select state from remote_component where stage_id=22") == [("abandoned",)]
+    assert (rev.requeued, rev.to_state) == (2, "new")
+    assert q(app, "select state from remote_component where stage_id=22") == [("new",)]
 
 
 def test_config_over_60000_bytes_runs_as_several_concurrent_steps(slurm_cluster, tmp_path):
@@ -175,6 +175,21 @@ def test_refused_submission_keeps_the_run_pending_with_the_schedulers_message(sl
     app.config.sites["s"] = app.config.sites["s"].model_copy(update={"partition": None})
     prepare(app, remote_id=rid)
     assert not exec_runs(app, remote_id=rid, progress=False).results[0].error
+    assert poll_until_done(app, rid) == "full"
+
+
+def test_a_site_names_the_slurm_conf_its_commands_read(slurm_cluster, tmp_path):
+    """A Slurm the user runs (link = "local", scheduler = "slurm"): the site's slurm_conf is
+    what sbatch, scontrol, scancel and the job's srun read, whatever $SLURM_CONF says."""
+    conf = tmp_path / "my-slurm.conf"
+    conf.write_text(Path(str(slurm_cluster.conf)).read_text())
+    app = probe_app(tmp_path / "a", {1: Probe("ok", 0.1)}, slurm_conf=str(tmp_path / "nowhere.conf"))
+    rid = define(app, label="t", stage="probe", limit=None, site=None, job_policy=None).remote_id
+    prepare(app, remote_id=rid)
+    rep = exec_runs(app, remote_id=rid, progress=False)
+    assert rep.results[0].error and "nowhere.conf" in rep.results[0].error  # Slurm's own words: it read that file
+    app = probe_app(tmp_path / "b", {1: Probe("ok", 0.1)}, slurm_conf=str(conf))
+    rid = start(app)
     assert poll_until_done(app, rid) == "full"
 
 

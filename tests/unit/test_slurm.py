@@ -97,3 +97,16 @@ def test_builders_quote_nothing_themselves_and_keep_one_argument():
 def test_durations_and_exit_codes():
     assert parse_duration("00:01:27") == 87 and parse_duration("1-02:00:00") == 93600 and parse_duration("UNLIMITED") is None
     assert parse_exit_code("3:0") == 3 and parse_exit_code("0:9") == 137 and parse_exit_code("x") is None
+
+
+def test_a_site_slurm_conf_goes_with_every_slurm_command():
+    from scbundle.site.schedulers.base import SubmitContext
+    from scbundle.site.schedulers.slurm import SlurmScheduler
+
+    ctx = SubmitContext("j", "/r", "/r/job.sh", "/t", "python3", "/reg", slurm_conf="/home/me/slurm/slurm.conf")
+    s = SlurmScheduler()
+    env = ["env", "SLURM_CONF=/home/me/slurm/slurm.conf"]
+    assert s.submit_argv(ctx) == [*env, "sbatch", "--parsable", "/r/job.sh"]
+    assert s.status_argv(ctx, ["12"])[:2] == env and s.cancel_argv(ctx, "12") == [*env, "scancel", "12"]
+    plain = SubmitContext("j", "/r", "/r/job.sh", "/t", "python3", "/reg")
+    assert s.submit_argv(plain) == ["sbatch", "--parsable", "/r/job.sh"]

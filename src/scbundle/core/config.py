@@ -129,6 +129,7 @@ class Site(_Strict):
     scheduler: Literal["local", "slurm", "moab"] = "local"
     account: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")] | None = None  # #SBATCH --account / #MSUB -A
     partition: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")] | None = None  # #SBATCH --partition / #MSUB -q
+    slurm_conf: str | None = None  # scheduler = "slurm": the slurm.conf its commands read (SLURM_CONF); unset: Slurm's own default or $SLURM_CONF
     remote_root: str
     permanent_root: str
     paths: list[PathRule] = Field(default_factory=list)
@@ -145,6 +146,13 @@ class Site(_Strict):
     min_free_disk: int | str | None = None  # free space kept on the workdir's disk: bytes, "50G", "10%"; prepare holds back below it
 
     _abs = field_validator("remote_root", "permanent_root")(classmethod(lambda cls, v: _absolute_posix(v)))
+
+    @field_validator("slurm_conf")
+    @classmethod
+    def _slurm_conf(cls, v: str | None) -> str | None:
+        if v is not None and (not PurePosixPath(v).is_absolute() or any(c.isspace() or c in "'\"" for c in v)):
+            raise ValueError(f"{v!r} must be an absolute path without spaces or quotes")
+        return v
 
     @model_validator(mode="after")
     def _link_needs_ssh(self) -> Site:

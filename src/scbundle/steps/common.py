@@ -37,6 +37,7 @@ def submit_context(app: App, run: RemoteRun) -> SubmitContext:
         registry=registry_dir(site),
         account=site.account,
         partition=site.partition,
+        slurm_conf=site.slurm_conf,
     )
 
 

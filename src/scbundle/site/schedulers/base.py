@@ -56,6 +56,7 @@ class SubmitContext:
     registry: str  # where a scheduler without its own memory keeps jobs (local)
     account: str | None = None
     partition: str | None = None
+    slurm_conf: str | None = None  # the site's slurm.conf (SLURM_CONF for its commands)
 
 
 class Scheduler(Protocol):

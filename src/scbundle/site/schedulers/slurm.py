@@ -49,6 +49,12 @@ _FIELD = re.compile(r"(?:^|\s)([A-Za-z]+)=(\S*)")
 _JOB_ID = re.compile(r"^\d+(?:_\d+)?$")
 
 
+def _with_conf(ctx: SubmitContext, argv: list[str]) -> list[str]:
+    """The command with the site's SLURM_CONF, when it names one (a Slurm the user runs, say);
+    the job the script starts inherits it (sbatch exports the environment)."""
+    return ["env", f"SLURM_CONF={ctx.slurm_conf}", *argv] if ctx.slurm_conf else argv
+
+
 def parse_duration(text: str) -> int | None:
     """Slurm's [DD-]HH:MM:SS / MM:SS as seconds (None for UNLIMITED, Unknown, ...)."""
     m = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", text.strip())
@@ -91,7 +97,7 @@ class SlurmScheduler:
 
     def submit_argv(self, ctx: SubmitContext) -> list[str]:
         # Account and partition are #SBATCH lines in the script; the job name too.
-        return ["sbatch", "--parsable", ctx.script]
+        return _with_conf(ctx, ["sbatch", "--parsable", ctx.script])
 
     def parse_submit(self, stdout: str) -> str:
         """`--parsable` prints "jobid" or "jobid;cluster"."""
@@ -104,7 +110,7 @@ class SlurmScheduler:
     def status_argv(self, ctx: SubmitContext, job_ids: Sequence[str]) -> list[str]:
         if len(job_ids) != 1 or not _JOB_ID.match(job_ids[0]):
             raise ValueError(f"slurm status asks one job id at a time, got {list(job_ids)!r}")
-        return ["scontrol", "show", "job", "-o", job_ids[0]]
+        return _with_conf(ctx, ["scontrol", "show", "job", "-o", job_ids[0]])
 
     def parse_status(self, stdout: str, stderr: str, returncode: int, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         found = {s.job_id: s for s in map(parse_job_line, stdout.splitlines()) if s is not None}
@@ -120,4 +126,4 @@ class SlurmScheduler:
         }
 
     def cancel_argv(self, ctx: SubmitContext, job_id: str) -> list[str]:
-        return ["scancel", job_id]
+        return _with_conf(ctx, ["scancel", job_id])
