@@ -45,7 +45,8 @@ def specs(n, odd="a'; echo foo"):
 
 def plan(template, run_dir="/perm/runs/chip.7.a1"):
     return BundlePlan(remote_id=7, stage="chip", attempt=1, run_dir=run_dir, tools_dir="/perm/tools/x",
-                      python="python3", cores_per_node=24, job_template=template)  # fmt: skip
+                      python="python3", cores_per_node=24, job_template=template,
+                      boot="<the bootstrap>", digests="sc_runner.py=<sha256>")  # fmt: skip  (stable reference files)
 
 
 REQ = ResourceRequest(hours=2, nodes=1, nranks=3, threads=2)

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -20,6 +20,7 @@ from scbundle.bundle.allocation import ResourceRequest
 from scbundle.bundle.multiprog import ConfigPart, deal_by_cost, pack_configs
 from scbundle.bundle.render import environment, render
 from scbundle.core.errors import BundleError
+from scbundle.core.resources import boot_code, tool_digests
 from scbundle.site.layout import job_name
 from scbundle.stages.base import ComponentSpec
 
@@ -38,6 +39,8 @@ class BundlePlan:
     command_timeout: float | None = None  # seconds a command may run before it is stopped (fault 6)
     account: str | None = None
     partition: str | None = None
+    boot: str = field(default_factory=boot_code)  # the tool bootstrap the job script verifies its tools with
+    digests: str = field(default_factory=tool_digests)  # "name=sha256,..." of this installation's tools
 
 
 def _tsv(rows: Sequence[Sequence[object]]) -> str:
@@ -131,6 +134,7 @@ class BundleWriter:
         env = environment()
         line_t = env.get_template("srun/line.j2")
         common = {"python": plan.python, "tools_dir": plan.tools_dir, "run_dir": plan.run_dir}
+        check = {"boot": plan.boot, "digests": plan.digests}
         ranks = deal_by_cost(self.costs, request.nranks)
 
         def line(task: int, offset: int, ids: str) -> str:
@@ -175,6 +179,7 @@ class BundleWriter:
             account=plan.account,
             partition=plan.partition,
             **common,
+            **check,
         )
         for rel, text in files.items():
             with self._open(rel) as f:

@@ -172,9 +172,11 @@ def exec_cmd(c: Ctx, remote_id: int | None, label: str | None, as_json: bool) ->
     _report_skip_and_auth(rep)
     for r in res if not as_json else []:
         if r.error:
-            click.echo(f"remote_id {r.remote_id}: exec failed, run -> error: {r.error}", err=True)
+            outcome = "exec refused, run stays pending" if r.still_pending else "exec failed, run -> error"
+            click.echo(f"remote_id {r.remote_id}: {outcome}: {r.error}", err=True)
         else:
-            click.echo(f"remote_id {r.remote_id}: submitted job {r.job_id} ({r.pushed_files} files, {r.pushed_bytes} bytes pushed, {r.invocations} link calls)")
+            note = f"; {r.note}" if r.note else ""
+            click.echo(f"remote_id {r.remote_id}: submitted job {r.job_id} ({r.pushed_files} files, {r.pushed_bytes} bytes pushed, {r.invocations} link calls){note}")
     if any(r.error for r in res) or (remote_id is not None and rep.held):
         sys.exit(1)
     if rep.auth:

@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from scbundle.core.config import Site
-from scbundle.core.resources import tools_hash
+from scbundle.core.resources import boot_code, tool_digests, tools_hash
 
 
 def job_name(stage: str, remote_id: int, attempt: int) -> str:
@@ -41,6 +43,24 @@ def roots_args(site: Site) -> list[str]:
     return args
 
 
-def tool_argv(python: str, tools_dir: str, tool: str, *args: str) -> list[str]:
-    """How scbundle runs one of its remote tools: stdlib only, so no site-packages (-S)."""
-    return [python, "-S", f"{tools_dir}/{tool}", *args]
+def boot_argv(python: str, tools_dir: str, *, dirs: Sequence[str] = (), mkdirs: Sequence[str] = ()) -> list[str]:
+    """The inline bootstrap (remote/sc_boot.py) with this installation's tool digests; ``dirs``
+    must be this account's alone where they exist, ``mkdirs`` are created first."""
+    argv = [python, "-S", "-c", boot_code(), tools_dir, tool_digests()]
+    for d in mkdirs:
+        argv += ["--mkdir", d]
+    for d in dirs:
+        argv += ["--dir", d]
+    return argv
+
+
+def tool_argv(python: str, tools_dir: str, tool: str, *args: str, dirs: Sequence[str] = (), mkdirs: Sequence[str] = ()) -> list[str]:
+    """How scbundle runs one of its remote tools: through the bootstrap, which checks the tool
+    (and the tools it imports) against this installation's digests and runs the bytes it
+    checked; stdlib only, so no site-packages (-S)."""
+    return [*boot_argv(python, tools_dir, dirs=dirs, mkdirs=mkdirs), tool, *args]
+
+
+def tools_check_argv(python: str, tools_dir: str, *, dirs: Sequence[str] = ()) -> list[str]:
+    """Verify every tool and run nothing (exec before shipping, the job script at its start)."""
+    return [*boot_argv(python, tools_dir, dirs=dirs), "--check"]

@@ -93,7 +93,8 @@ def pull_results(app: App, run: RemoteRun, t: Transport) -> tuple[Path, set[int]
     def consume(stream) -> None:
         got["r"] = extract_returned(stream, destinations, roots)
 
-    t.stream_out(tool_argv(site.python, ctx.tools_dir, "sc_remote.py", "pack", *roots_args(site)), consume, input=listing)
+    pack = tool_argv(site.python, ctx.tools_dir, "sc_remote.py", "pack", *roots_args(site), dirs=[ctx.run_dir])
+    t.stream_out(pack, consume, input=listing)
     received = got["r"].indices
     n_job = len(job_files)
     owners = array("q", (idx for idx, _, _ in products))

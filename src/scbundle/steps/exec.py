@@ -17,7 +17,12 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from sqlalchemy import update
 
 from scbundle.core.app import App
-from scbundle.core.errors import CommandError, LinkDownError, ScbundleError
+from scbundle.core.errors import (
+    CommandError,
+    LinkDownError,
+    ScbundleError,
+    SiteUnsafeError,
+)
 from scbundle.core.failpoints import failpoint
 from scbundle.core.states import ComponentState, Fault, RunState
 from scbundle.db.claims import claim_run, unclaimed
@@ -48,6 +53,8 @@ class Executed:
     pushed_bytes: int
     invocations: int
     error: str | None = None
+    note: str | None = None  # the tools were shipped (again) on the way
+    still_pending: bool = False  # refused before anything was queued: the run stays pending, with the fault
 
 
 def split_by_size(files: list[tuple[str, str]], sizes: dict[str, int], k: int) -> list[list[tuple[str, str]]]:
@@ -106,8 +113,9 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Tran
     if not (path_base / "bundle.json").is_file():
         raise BundleMissing(f"bundle {path_base} is missing: run `scbundle prepare {run.stage} --remote-id {run.remote_id}` again", remote_id=run.remote_id)
 
-    ensure_tools(t, site)
-    t.stream_in(tool_argv(py, tools, "sc_remote.py", "unpack", *roots), lambda out: write_text_tar(out, _bundle_files(path_base, ctx.run_dir)))
+    note = ensure_tools(t, site)  # the tools are this account's and this installation's, or nothing runs
+    bundle = tool_argv(py, tools, "sc_remote.py", "unpack", *roots, mkdirs=[ctx.run_dir])  # a run directory of this account's alone
+    t.stream_in(bundle, lambda out: write_text_tar(out, _bundle_files(path_base, ctx.run_dir)))
     reqs = _read_requirements(path_base)
     listing = "".join(f"{remote}\t{size}\n" for _, remote, size in reqs).encode()
     missing_out = t.run(tool_argv(py, tools, "sc_remote.py", "missing", *roots), input=listing).text
@@ -124,7 +132,7 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Tran
     failpoint("exec.pushed")
     job_id = jobs.submit(t, sched, ctx).job_id
     failpoint("exec.submitted")
-    return Executed(run.remote_id, job_id, len(to_push), nbytes, t.invocations - before)
+    return Executed(run.remote_id, job_id, len(to_push), nbytes, t.invocations - before, note=note)
 
 
 def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = None, progress: bool = True) -> StepReport:
@@ -174,13 +182,15 @@ def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = Non
                     paused += mark_auth(app, [r.remote_id for r in runs[n + 1 :] if r.site == run.site], f"exec: {err}")
                     done_sites.add(mine.site)
                     continue
-                except (jobs.SubmitRefused, BundleMissing) as err:  # nothing was queued: the run stays pending, with the fault
+                except (jobs.SubmitRefused, BundleMissing, SiteUnsafeError) as err:
+                    # nothing was queued (nor run, for a site directory or tool another account
+                    # could change): the run stays pending, with the fault, for the operator
                     with claim.session() as s:
                         r = s.get(RemoteRun, run.remote_id)
                         assert r is not None
                         if r.state == RunState.PENDING:
                             r.fault, r.message = int(err.fault), f"exec: {err}"[:2000]
-                    results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err)))
+                    results.append(Executed(run.remote_id, None, 0, 0, 0, error=str(err), still_pending=True))
                     continue
                 except (CommandError, ScbundleError, OSError) as err:
                     with claim.session() as s:

@@ -19,8 +19,8 @@ from fabric import Config as FabricConfig
 from fabric import Connection
 
 from scbundle.core.config import Site
-from scbundle.core.errors import CommandError, ConfigError, HostKeyError, LinkDownError
-from scbundle.site.link.base import STDERR_KEEP, Completed, Transport
+from scbundle.core.errors import ConfigError, HostKeyError, LinkDownError
+from scbundle.site.link.base import STDERR_KEEP, Completed, Transport, command_failure
 from scbundle.site.link.openssh import remote_command, user_settings
 
 _CHUNK = 1 << 16
@@ -144,7 +144,7 @@ class ParamikoTransport(Transport):
             raise LinkDownError(f"link to site {self.site_name} dropped during {argv[0] if argv else 'a command'}")
         done = Completed(tuple(argv), rc, out, bytes(err))
         if check and rc != 0:
-            raise CommandError(argv, rc, done.stderr, what=f"on site {self.site_name}")
+            raise command_failure(self.site_name, argv, rc, done.stderr)
         return done
 
     # -- the three verbs -------------------------------------------------------------------

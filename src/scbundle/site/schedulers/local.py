@@ -27,7 +27,7 @@ class LocalScheduler:
             ctx.python, ctx.tools_dir, "sc_localjob.py", "submit",
             "--registry", ctx.registry, "--name", ctx.job_name, "--workdir", ctx.run_dir,
             "--output", f"{ctx.run_dir}/job.out", "--path-prepend", f"{ctx.tools_dir}/bin",
-            "--", "bash", ctx.script,
+            "--", "bash", ctx.script, mkdirs=[ctx.registry],
         )  # fmt: skip
 
     def parse_submit(self, stdout: str) -> str:
@@ -37,7 +37,7 @@ class LocalScheduler:
         return text
 
     def status_argv(self, ctx: SubmitContext, job_ids: Sequence[str]) -> list[str]:
-        argv = tool_argv(ctx.python, ctx.tools_dir, "sc_localjob.py", "status", "--registry", ctx.registry)
+        argv = tool_argv(ctx.python, ctx.tools_dir, "sc_localjob.py", "status", "--registry", ctx.registry, dirs=[ctx.registry])
         for j in job_ids:
             argv += ["--job", j]
         return argv
@@ -60,4 +60,4 @@ class LocalScheduler:
         return {j: out.get(j) or JobStatus(j, "", JobState.UNKNOWN, None, raw="(not listed)") for j in job_ids}
 
     def cancel_argv(self, ctx: SubmitContext, job_id: str) -> list[str]:
-        return tool_argv(ctx.python, ctx.tools_dir, "sc_localjob.py", "cancel", "--registry", ctx.registry, job_id)
+        return tool_argv(ctx.python, ctx.tools_dir, "sc_localjob.py", "cancel", "--registry", ctx.registry, job_id, dirs=[ctx.registry])
