@@ -17,7 +17,7 @@ import pytest
 from scbundle.bundle.allocation import ResourceRequest
 from scbundle.bundle.build import BundlePlan, assemble
 from scbundle.core import resources
-from scbundle.core.resources import boot_code, remote_dir, remote_files
+from scbundle.core.resources import boot_code, inline_code, remote_dir, remote_files
 from scbundle.site.layout import tool_argv, tools_check_argv
 from scbundle.stages.base import ComponentSpec
 
@@ -162,7 +162,7 @@ def test_absent_tools_and_the_exit_codes_the_local_side_reads(tmp_path):
 
 
 def test_the_inline_code_is_one_shell_word_a_csh_login_shell_takes_too():
-    for word in (boot_code(),):
+    for word in (boot_code(), inline_code("sc_sitecheck.py")):
         assert "\n" not in word and "!" not in word
 
 
