@@ -17,12 +17,12 @@ cd "$RUN" || exit 2
 rm -f job.exit summary.json
 trap 'rc=$?; echo "$rc" > "$RUN/job.exit.tmp" && mv -f "$RUN/job.exit.tmp" "$RUN/job.exit"' EXIT
 "$PY" -S -c "$SCB_BOOT" "$TOOLS" "$SCB_DIGESTS" --dir "$RUN" --check >/dev/null || {
-  echo "scbundle job scb-chip-7-a1: the tools or the run directory failed verification (above): nothing was run" >&2; exit 3; }
+  echo "scbundle job "scb-chip-7-a1": the tools or the run directory failed verification (above): nothing was run" >&2; exit 3; }
 # The runner starts no component in the last minutes of the walltime and stops one that
 # would run past it, so a rank that runs out of time leaves its unfinished work marked.
 export SCB_JOB_START=$(date +%s.%N)
 export SCB_DEADLINE=$(( ${SCB_JOB_START%.*} + 7200 ))
-echo "scbundle job scb-chip-7-a1 remote_id 7 starts $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
+echo scbundle job scb-chip-7-a1 remote_id 7 starts "$(date -u +%Y-%m-%dT%H:%M:%SZ)" on "$(hostname)"
 "$PY" -S -c "$SCB_BOOT" "$TOOLS" "$SCB_DIGESTS" --dir "$RUN" sc_runner.py pre "$RUN" || exit $?
 # 1 multi-prog step(s), concurrent, each on its own nodes of the
 # allocation (-N/--relative) and only its own CPUs (--exact: 22.05 runs steps one after
@@ -33,6 +33,6 @@ pids+=($!)
 rc=0
 for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
 "$PY" -S -c "$SCB_BOOT" "$TOOLS" "$SCB_DIGESTS" --dir "$RUN" sc_runner.py summarize "$RUN" || rc=$?
-echo "scbundle job scb-chip-7-a1 ends $(date -u +%Y-%m-%dT%H:%M:%SZ) rc=$rc"
+echo scbundle job scb-chip-7-a1 ends "$(date -u +%Y-%m-%dT%H:%M:%SZ)" rc=$rc
 exit $rc
 

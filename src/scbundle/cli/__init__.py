@@ -104,7 +104,7 @@ def prepare(c: Ctx, stage: str, remote_id: int | None, as_json: bool) -> None:
     """Build a run's bundle locally (no link needed): new -> pending."""
     from sqlalchemy import select
 
-    from scbundle.core.errors import StateError
+    from scbundle.core.errors import StateError, UnsafeNameError
     from scbundle.db.models import RemoteRun
     from scbundle.ops.throttle import HeldBack
     from scbundle.steps.prepare import PREPARABLE
@@ -129,7 +129,7 @@ def prepare(c: Ctx, stage: str, remote_id: int | None, as_json: bool) -> None:
                     raise
                 held[err.args[0]] = None
                 continue
-            except StateError as err:  # taken or moved on by another process since the list was read
+            except (StateError, UnsafeNameError) as err:  # taken or moved on by another process since the list was read; a bad old label
                 if remote_id is not None:
                     raise
                 click.echo(f"remote_id {rid}: skipped: {err}", err=True)

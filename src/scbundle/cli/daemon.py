@@ -11,7 +11,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 
 from scbundle.core.app import App
-from scbundle.core.errors import ScbundleError, StateError
+from scbundle.core.errors import ScbundleError, StateError, UnsafeNameError
 from scbundle.core.states import RunState
 from scbundle.db.models import RemoteRun
 
@@ -49,7 +49,7 @@ def one_pass(app: App, *, poll_seconds: float, label: str | None, prepare: bool,
                 held.add(site)
                 _log(f"prepare held back: {err.args[0]}")
                 continue
-            except StateError as err:  # another process took it meanwhile
+            except (StateError, UnsafeNameError) as err:  # another process took it meanwhile; a bad old label (now error)
                 _log(f"prepare skipped remote_id {rid}: {err}")
                 continue
             _log(f"prepared remote_id {rid}: {p.n_components} components, {p.n_missing} missing")

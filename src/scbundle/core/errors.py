@@ -68,6 +68,12 @@ class SiteUnsafeError(ScbundleError):
     fault = Fault.CONFIG
 
 
+class UnsafeNameError(ScbundleError):
+    """A label, stage or job name that cannot become a path or a job name: nothing is built from it."""
+
+    fault = Fault.CONFIG
+
+
 class HostKeyError(ScbundleError):
     """The site's host key does not match the known-hosts file: nothing was sent."""
 

@@ -10,16 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from scbundle.core.config import Site
+from scbundle.core.names import check_job_name, check_stage_name
 from scbundle.core.resources import boot_code, tool_digests, tools_hash
 
 
 def job_name(stage: str, remote_id: int, attempt: int) -> str:
-    """Deterministic: a re-run exec finds the job it already submitted by this name."""
-    return f"scb-{stage}-{remote_id}-a{attempt}"
+    """Deterministic: a re-run exec finds the job it already submitted by this name. Checked
+    (it goes in #SBATCH/#MSUB lines and the local registry's file names): UnsafeNameError."""
+    return check_job_name(f"scb-{check_stage_name(stage)}-{int(remote_id)}-a{int(attempt)}")
 
 
 def remote_run_dir(permanent_root: str, stage: str, remote_id: int, attempt: int) -> str:
-    return f"{permanent_root.rstrip('/')}/runs/{stage}.{remote_id}.a{attempt}"
+    """A run's directory: its parts checked (a stage name from an older database may hold anything)."""
+    return f"{permanent_root.rstrip('/')}/runs/{check_stage_name(stage)}.{int(remote_id)}.a{int(attempt)}"
 
 
 def remote_tools_dir(permanent_root: str, tools_hash: str) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from scbundle.core.app import App
 from scbundle.core.errors import StateError
+from scbundle.core.names import check_label
 from scbundle.db.locks import take_write_lock
 from scbundle.db.runs import new_run
 from scbundle.stages.registry import get_stage
@@ -18,6 +19,7 @@ class Defined:
 
 
 def define(app: App, *, label: str, stage: str, limit: int | None, site: str | None, job_policy: str | None) -> Defined:
+    check_label(label)  # it names directories here and on the site: refused before anything else
     st = get_stage(stage, app.config)
     site_name = site or app.config.default_site
     app.site(site_name)  # refuse an unknown site before touching the database

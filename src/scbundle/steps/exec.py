@@ -22,6 +22,7 @@ from scbundle.core.errors import (
     LinkDownError,
     ScbundleError,
     SiteUnsafeError,
+    UnsafeNameError,
 )
 from scbundle.core.failpoints import failpoint
 from scbundle.core.states import ComponentState, Fault, RunState
@@ -182,7 +183,7 @@ def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = Non
                     paused += mark_auth(app, [r.remote_id for r in runs[n + 1 :] if r.site == run.site], f"exec: {err}")
                     done_sites.add(mine.site)
                     continue
-                except (jobs.SubmitRefused, BundleMissing, SiteUnsafeError) as err:
+                except (jobs.SubmitRefused, BundleMissing, SiteUnsafeError, UnsafeNameError) as err:
                     # nothing was queued (nor run, for a site directory or tool another account
                     # could change): the run stays pending, with the fault, for the operator
                     with claim.session() as s:
