@@ -6,8 +6,11 @@
 2. Pushing 10,000 files of 20 kB through the OpenSSH master, side by side in one run:
    (a) one scp per file over the master, (b) one `tar c | ssh tar x` stream, (c) scbundle's
    push (a checksummed tar stream into remote/sc_remote.py unpack). Goal: (c) within 1.2x of (b).
+3. What the tool bootstrap (remote/sc_boot.py: every tool verified in the call that runs it)
+   costs a link call: the same `sc_remote.py missing` over the master, by path as before and
+   through the bootstrap, alternated; medians of wall time.
 
-    sudo .venv/bin/python bench/link.py [--files 10000] [--scp-files 10000] [--components 2000]
+    sudo .venv/bin/python bench/link.py [--files 10000] [--scp-files 10000] [--components 2000] [--calls 40]
 
 Prints figures; asserts nothing about time.
 """
@@ -34,7 +37,7 @@ from scbundle.core.app import App  # noqa: E402
 from scbundle.core.config import config_from_dict  # noqa: E402
 from scbundle.db.migrate import upgrade  # noqa: E402
 from scbundle.db.session import Database  # noqa: E402
-from scbundle.site.layout import tool_argv, tools_dir  # noqa: E402
+from scbundle.site.layout import roots_args, tool_argv, tools_dir  # noqa: E402
 from scbundle.site.link import transport_for  # noqa: E402
 from scbundle.site.link.openssh import OpenSshLink  # noqa: E402
 from scbundle.site.tools import ensure_tools  # noqa: E402
@@ -177,6 +180,28 @@ def push_figures(app: App, site, nfiles: int, scp_files: int, tmp: Path, streams
     return out
 
 
+def call_overhead(app: App, calls: int) -> dict:
+    """One small tool call over the master, by path (no verification) and through the bootstrap."""
+    site = app.site("mu")
+    t = transport_for("mu", site)
+    assert t.link_up()
+    ensure_tools(t, site)
+    tools, py = tools_dir(site), site.python
+    plain = [py, "-S", f"{tools}/sc_remote.py", "missing", *roots_args(site)]
+    boot = tool_argv(py, tools, "sc_remote.py", "missing", *roots_args(site))
+    listing = f"{site.remote_root}/nothing\t1\n".encode()
+    tp, tb = [], []
+    for _ in range(calls):
+        for argv, sink in ((plain, tp), (boot, tb)):
+            t0 = time.perf_counter()
+            assert t.run(argv, input=listing).text.strip()
+            sink.append(time.perf_counter() - t0)
+    t.close()
+    p, b = statistics.median(tp), statistics.median(tb)
+    return {"calls": calls, "by_path_ms": round(p * 1000, 1), "bootstrap_ms": round(b * 1000, 1),
+            "overhead_ms": round((b - p) * 1000, 1), "command_bytes": len(" ".join(boot))}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=10000)
@@ -186,6 +211,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="(b) and (c) alternate this many times; medians reported")
     ap.add_argument("--disk", action="store_true", help="push to the site's scratch on disk instead of tmpfs")
     ap.add_argument("--streams", type=int, default=None, help="push streams for (c) (default: the site's push_streams)")
+    ap.add_argument("--skip-push", action="store_true")
+    ap.add_argument("--calls", type=int, default=40, help="calls of each kind for the bootstrap's overhead (0: skip)")
     args = ap.parse_args()
     site = start_site("scbb")
     control = Path(tempfile.mkdtemp(prefix="scbc-", dir="/tmp"))
@@ -204,14 +231,20 @@ def main() -> None:
             for r in (small, big):
                 print(f"{r['components']:>6} components: exec {r['exec_invocations']} ssh invocations, "
                       f"final poll {r['last_poll_invocations']} ({r['polls']} polls), {r['state']} in {r['seconds']} s")  # fmt: skip
-        p = push_figures(app, site, args.files, min(args.scp_files, args.files), tmp, args.streams, args.rounds, args.disk)
-        results["push"] = p
-        print(f"push {p['files']} files of 20 kB over the master (to {p['target']}):")
-        print(f"  (a) one scp per file : {p['a_scp_per_file_s']:>8} s for {p['a_scp_files_timed']} files"
-              + (f" (~{p['a_scp_per_file_s_extrapolated']} s for all)" if "a_scp_per_file_s_extrapolated" in p else ""))
-        print(f"  (b) tar | ssh tar x  : {p['b_tar_stream_s']:>8} s   (median of {p['b_all_s']})")
-        print(f"  (c) scbundle push    : {p['c_scbundle_push_s']:>8} s   (median of {p['c_all_s']}, {p['c_streams']} streams)"
-              f" = {p['c_over_b']}x (b)   [(a) = {p['a_over_b']}x (b)]")
+        if not args.skip_push:
+            p = push_figures(app, site, args.files, min(args.scp_files, args.files), tmp, args.streams, args.rounds, args.disk)
+            results["push"] = p
+            print(f"push {p['files']} files of 20 kB over the master (to {p['target']}):")
+            print(f"  (a) one scp per file : {p['a_scp_per_file_s']:>8} s for {p['a_scp_files_timed']} files"
+                  + (f" (~{p['a_scp_per_file_s_extrapolated']} s for all)" if "a_scp_per_file_s_extrapolated" in p else ""))
+            print(f"  (b) tar | ssh tar x  : {p['b_tar_stream_s']:>8} s   (median of {p['b_all_s']})")
+            print(f"  (c) scbundle push    : {p['c_scbundle_push_s']:>8} s   (median of {p['c_all_s']}, {p['c_streams']} streams)"
+                  f" = {p['c_over_b']}x (b)   [(a) = {p['a_over_b']}x (b)]")
+        if args.calls:
+            c = call_overhead(app, args.calls)
+            results["bootstrap"] = c
+            print(f"one link call (sc_remote.py missing), median of {c['calls']}: by path {c['by_path_ms']} ms, "
+                  f"through the bootstrap {c['bootstrap_ms']} ms (+{c['overhead_ms']} ms; command {c['command_bytes']} bytes)")
         print(json.dumps(results))
         link.stop()
     finally:

@@ -135,3 +135,27 @@ def test_config_validation_knows_plugin_stages(cli, plugins, monkeypatch):
         monkeypatch.undo()
         STAGES.refresh()
     assert "rawsum" not in STAGES and sys.path[0] != str(plugins)
+
+
+EVIL = '''
+from scbundle_rawsum import RawsumStage
+
+
+class EvilStage(RawsumStage):
+    name = "x$(touch${IFS}pwned)"
+'''
+
+
+def test_a_stage_name_with_shell_syntax_is_refused_naming_its_plugin(cli, plugins, tmp_path):
+    """A stage name becomes part of job names and paths: a plugin registering one that is no
+    plain identifier is refused (by name and distribution) and never listed; nothing runs."""
+    name = "x$(touch${IFS}pwned)"
+    install(plugins, "scbundle-evil-test", "0.1", {name: "scbundle_evil:EvilStage"}, {"scbundle_evil/__init__.py": EVIL})
+    p = cli("define", "--label", "e", "--stage", name, check=False)
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1
+    assert f"stage {name!r} (scbundle_evil:EvilStage from scbundle-evil-test) is refused: a stage name must be a plain identifier" in p.stderr
+    p = cli("define", "--label", "e", "--stage", "nope", check=False)
+    assert "rawsum" in p.stderr and name not in p.stderr  # the known stages, without it
+    assert q(cli, "select count(*) from remote_run") == [(0,)]
+    cli("define", "--label", "ok", "--stage", "rawsum")  # the plugins with plain names work
+    assert not list(tmp_path.rglob("pwned")) and not Path("pwned").exists()

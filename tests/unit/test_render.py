@@ -45,7 +45,8 @@ def specs(n, odd="a'; echo foo"):
 
 def plan(template, run_dir="/perm/runs/chip.7.a1"):
     return BundlePlan(remote_id=7, stage="chip", attempt=1, run_dir=run_dir, tools_dir="/perm/tools/x",
-                      python="python3", cores_per_node=24, job_template=template)  # fmt: skip
+                      python="python3", cores_per_node=24, job_template=template,
+                      boot="<the bootstrap>", digests="sc_runner.py=<sha256>")  # fmt: skip  (stable reference files)
 
 
 REQ = ResourceRequest(hours=2, nodes=1, nranks=3, threads=2)
@@ -88,3 +89,53 @@ def test_configs_parse_like_srun_with_every_component_once():
                 a, _, b = part.partition("-")
                 seen.extend(range(int(a), int(b or a) + 1))
     assert sorted(seen) == list(range(40))
+
+
+# ---- every value quoted for its context: a hostile job name, run directory, tools directory ----
+
+HOSTILE = "x$(touch pwned)`touch pwned`'\"; touch pwned #"
+
+
+@pytest.mark.parametrize("template", ["slurm/job.sh.j2", "moab/job.sh.j2"])
+def test_a_hostile_job_name_never_reaches_a_directive(template, monkeypatch):
+    import scbundle.bundle.build as build
+    from scbundle.core.errors import BundleError, UnsafeNameError
+    from scbundle.site.layout import job_name
+
+    with pytest.raises(UnsafeNameError, match="stage name .* is refused"):
+        job_name("x$(touch${IFS}pwned)", 7, 1)
+    with pytest.raises(UnsafeNameError, match="stage name"):
+        assemble(specs(1), REQ, BundlePlan(**{**plan(template).__dict__, "stage": "x$(touch${IFS}pwned)"}))
+    # whatever builds the name (its format is changing), the template refuses one that sbatch or
+    # msub would read otherwise: directive values are never escaped, only checked
+    monkeypatch.setattr(build, "job_name", lambda *a: HOSTILE)
+    with pytest.raises(BundleError, match="cannot go in a job script's directive or comment line"):
+        assemble(specs(1), REQ, plan(template))
+
+
+def test_the_job_body_keeps_every_value_one_shell_word(tmp_path):
+    """steps.sh.j2 rendered with a hostile job name, run directory and tools directory: bash -n
+    accepts it, and running it for real prints the name as it is and runs none of it."""
+    import shutil
+    import subprocess
+    import sys
+
+    from scbundle.bundle.render import render
+    from scbundle.core.resources import boot_code, tool_digests
+
+    tools = tmp_path / f"t{HOSTILE}" / "tools"
+    shutil.copytree(remote_dir(), tools, ignore=shutil.ignore_patterns("__pycache__"))
+    for d in (tools.parent, tools, tools / "bin"):
+        d.chmod(0o755)
+    run_dir = tmp_path / f"r{HOSTILE}"
+    run_dir.mkdir()
+    (run_dir / "pre.cmds").write_text("")
+    (run_dir / "bundle.json").write_text('{"n_components": 0}')
+    text = render("srun/steps.sh.j2", job_name=HOSTILE, remote_id=7, run_dir=str(run_dir), tools_dir=str(tools),
+                  python=sys.executable, parts=[], threads=1, walltime_seconds=60, boot=boot_code(), digests=tool_digests())  # fmt: skip
+    assert subprocess.run(["bash", "-n", "-c", text]).returncode == 0
+    p = subprocess.run(["bash", "-c", text], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert f"scbundle job {HOSTILE} remote_id 7 starts" in p.stdout and f"scbundle job {HOSTILE} ends" in p.stdout
+    assert (run_dir / "summary.json").is_file() and (run_dir / "job.exit").read_text().strip() == "0"
+    assert not list(tmp_path.rglob("pwned"))

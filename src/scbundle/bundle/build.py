@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -20,6 +20,7 @@ from scbundle.bundle.allocation import ResourceRequest
 from scbundle.bundle.multiprog import ConfigPart, deal_by_cost, pack_configs
 from scbundle.bundle.render import environment, render
 from scbundle.core.errors import BundleError
+from scbundle.core.resources import boot_code, tool_digests
 from scbundle.site.layout import job_name
 from scbundle.stages.base import ComponentSpec
 
@@ -42,6 +43,8 @@ class BundlePlan:
     fault_map: tuple[tuple[int, int], ...] = ((2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (124, 6))
     retry_faults: tuple[int, ...] = (2, 6)
     installation: str | None = None  # the database's installation id (None: a run named before them)
+    boot: str = field(default_factory=boot_code)  # the tool bootstrap the job script verifies its tools with
+    digests: str = field(default_factory=tool_digests)  # "name=sha256,..." of this installation's tools
 
 
 def _tsv(rows: Sequence[Sequence[object]]) -> str:
@@ -149,6 +152,7 @@ class BundleWriter:
         env = environment()
         line_t = env.get_template("srun/line.j2")
         common = {"python": plan.python, "tools_dir": plan.tools_dir, "run_dir": plan.run_dir}
+        check = {"boot": plan.boot, "digests": plan.digests}
         ranks = deal_by_cost(self.costs, request.nranks)
 
         def line(task: int, offset: int, ids: str) -> str:
@@ -196,6 +200,7 @@ class BundleWriter:
             account=plan.account,
             partition=plan.partition,
             **common,
+            **check,
         )
         for rel, text in files.items():
             with self._open(rel) as f:

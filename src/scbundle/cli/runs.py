@@ -113,9 +113,11 @@ def exec_cmd(c: Ctx, remote_id: int | None, label: str | None, as_json: bool) ->
         for note in getattr(r, "warnings", ()):
             echo(f"warning: remote_id {r.remote_id}: {printable(note)}", err=True)
         if r.error:
-            echo(f"remote_id {r.remote_id}: exec failed: {printable(r.error).removeprefix('exec: ')}", err=True)
+            outcome = "exec refused, run stays pending" if r.still_pending else "exec failed"
+            echo(f"remote_id {r.remote_id}: {outcome}: {printable(r.error).removeprefix('exec: ')}", err=True)
         elif not as_json:
-            echo(f"remote_id {r.remote_id}: submitted job {printable(r.job_id)} ({r.pushed_files} files, {r.pushed_bytes} bytes pushed, {r.invocations} link calls)")
+            note = f"; {printable(r.note)}" if r.note else ""
+            echo(f"remote_id {r.remote_id}: submitted job {printable(r.job_id)} ({r.pushed_files} files, {r.pushed_bytes} bytes pushed, {r.invocations} link calls){note}")
     _finish(rep, named=remote_id is not None, nothing_msg="nothing to exec (no pending run without a fault)", as_json=as_json)
 
 

@@ -83,10 +83,36 @@ class LinkDownError(ScbundleError):
     fault = Fault.SYSTEM
 
 
+class SiteUnsafeError(ScbundleError):
+    """A site directory or tool that another account could change (not this account's, writable
+    by group or others, a symbolic link), or a tool that differs from this installation's: nothing
+    ran there."""
+
+    fault = Fault.CONFIG
+
+
+class UnsafeNameError(ScbundleError):
+    """A label, stage or job name that cannot become a path or a job name: nothing is built from it."""
+
+    fault = Fault.CONFIG
+
+
 class HostKeyError(ScbundleError):
     """The site's host key does not match the known-hosts file: nothing was sent."""
 
     fault = Fault.CONFIG
+
+
+def shown_command(argv: Sequence[str]) -> str:
+    """A command for a message: quoted, with the inline tool bootstrap and the digest list
+    (thousands of characters on every tool invocation) named instead of spelled out."""
+    try:
+        from scbundle.core.resources import boot_code, tool_digests
+
+        marks = {boot_code(): "<scbundle bootstrap>", tool_digests(): "<tool digests>"}
+    except OSError:
+        marks = {}
+    return " ".join(marks.get(w) or (shlex.quote(w) if len(w) <= 400 else f"<{len(w)} characters>") for w in argv)
 
 
 class CommandError(ScbundleError):
@@ -109,7 +135,7 @@ class CommandError(ScbundleError):
             stderr = stderr.decode("utf-8", "replace")
         # the site's text: no escape sequence of it reaches a terminal through this message
         self.stderr_tail = printable("\n".join(stderr.strip().splitlines()[-5:]), multiline=True)
-        message = f"{what}: exit {returncode}: {shlex.join(self.argv)}"
+        message = f"{what}: exit {returncode}: {shown_command(self.argv)}"
         if self.stderr_tail:
             message += f" | stderr: {self.stderr_tail}"
         super().__init__(message, remote_id=remote_id)

@@ -1,4 +1,5 @@
-"""Where the templates and the remote tools are: inside the wheel, or in the source tree."""
+"""Where the templates and the remote tools are: inside the wheel, or in the source tree;
+the tools' digests and the inline bootstrap that verifies them on the site."""
 
 from __future__ import annotations
 
@@ -41,3 +42,34 @@ def tools_hash() -> str:
         h.update(str(p.relative_to(root)).encode() + b"\0")
         h.update(p.read_bytes() + b"\0")
     return h.hexdigest()[:16]
+
+
+@cache
+def tool_digests() -> str:
+    """``name=sha256,...`` of every shipped tool: what the bootstrap checks on the site."""
+    root = remote_dir()
+    return ",".join(f"{p.relative_to(root).as_posix()}={hashlib.sha256(p.read_bytes()).hexdigest()}" for p in remote_files())
+
+
+def inline_code(name: str) -> str:
+    """remote/<name> as one line of Python for ``python3 -S -c``: its comment lines dropped and
+    the rest wrapped in exec(), so it is one shell word without a newline (a csh login shell
+    refuses a quoted newline) and without "!" (csh history expansion)."""
+    lines = (remote_dir() / name).read_text().splitlines()
+    code = "\n".join(ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")) + "\n"
+    word = f"exec({code!r})"
+    if "!" in word:
+        raise RuntimeError(f"remote/{name} holds an exclamation mark: a csh login shell would expand it")
+    return word
+
+
+# remote/sc_boot.py's exit codes (tests/remote/test_boot.py holds them equal)
+BOOT_ABSENT = 90  # the tools directory is not there
+BOOT_UNSAFE = 91  # a directory or tool another account could change: nothing ran
+BOOT_MISMATCH = 92  # a tool is missing from the directory or differs from this installation's
+
+
+@cache
+def boot_code() -> str:
+    """The bootstrap every tool invocation goes through (remote/sc_boot.py), inline."""
+    return inline_code("sc_boot.py")

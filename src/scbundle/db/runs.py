@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from scbundle.core.errors import StateError
+from scbundle.core.names import check_label, check_stage_name
 from scbundle.core.states import OPEN_COMPONENT_STATES, ComponentState, Counts, RunState, allowed
 from scbundle.db.bulk import insert_rows
 from scbundle.db.models import RemoteComponent, RemoteRun
@@ -44,7 +45,10 @@ def select_runs(
 
 def new_run(session: Session, *, stage: str, label: str, site: str, job_policy: str, stage_ids: Sequence[int]) -> int:
     """A new run of ``stage_ids`` inside the caller's transaction; returns its remote_id. A piece
-    of work already in a run makes the insert fail (the unique (stage, stage_id) constraint)."""
+    of work already in a run makes the insert fail (the unique (stage, stage_id) constraint).
+    The label and stage become paths and job names: checked (UnsafeNameError)."""
+    check_label(label)
+    check_stage_name(stage)
     run = RemoteRun(stage=stage, label=label, site=site, state=RunState.NEW, job_policy=job_policy, attempt=1, fault=0)
     session.add(run)
     session.flush()

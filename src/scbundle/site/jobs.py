@@ -67,7 +67,7 @@ def _reply(done_text: str, argv: list[str]) -> dict:
 
 def submit(t: Transport, sched: Scheduler, ctx: SubmitContext) -> Submitted:
     inner = sched.submit_argv(ctx)
-    argv = tool_argv(ctx.python, ctx.tools_dir, "sc_sched.py", "submit", ctx.run_dir, "--", *inner)
+    argv = tool_argv(ctx.python, ctx.tools_dir, "sc_sched.py", "submit", ctx.run_dir, "--", *inner, dirs=[ctx.run_dir])
     reply = _reply(t.run(argv).text, argv)
     if reply.get("rc") != 0:
         raise SubmitRefused(inner, int(reply.get("rc") or 1), str(reply.get("stderr") or reply.get("stdout") or ""), what=f"{sched.name} refused the job")
@@ -76,7 +76,7 @@ def submit(t: Transport, sched: Scheduler, ctx: SubmitContext) -> Submitted:
 
 def status(t: Transport, sched: Scheduler, ctx: SubmitContext, job_id: str) -> JobView:
     inner = sched.status_argv(ctx, [job_id])
-    argv = tool_argv(ctx.python, ctx.tools_dir, "sc_sched.py", "status", ctx.run_dir, "--", *inner)
+    argv = tool_argv(ctx.python, ctx.tools_dir, "sc_sched.py", "status", ctx.run_dir, "--", *inner, dirs=[ctx.run_dir])
     reply = _reply(t.run(argv).text, argv)
     marker_text = reply.get("exit_marker")
     marker = int(marker_text) if isinstance(marker_text, str) and marker_text.lstrip("-").isdigit() else None

@@ -13,21 +13,27 @@ exec finds its own job by them, and no other database's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from scbundle.core.config import Site
-from scbundle.core.resources import tools_hash
+from scbundle.core.names import check_job_name, check_stage_name
+from scbundle.core.resources import boot_code, tool_digests, tools_hash
 
 
 def job_name(stage: str, remote_id: int, attempt: int, installation: str | None) -> str:
     """Deterministic: a re-run exec finds the job it already submitted by this name. Short and
-    in [A-Za-z0-9_.-] (#SBATCH --job-name, #MSUB -N). ``installation`` None: the name of a run
-    made before installation ids."""
-    return f"scb-{stage}-{remote_id}-a{attempt}" + (f"-{installation}" if installation else "")
+    in [A-Za-z0-9_.-] (#SBATCH --job-name, #MSUB -N), and checked (it goes in #SBATCH/#MSUB
+    lines and the local registry's file names): UnsafeNameError. ``installation`` None: the
+    name of a run made before installation ids."""
+    name = f"scb-{check_stage_name(stage)}-{int(remote_id)}-a{int(attempt)}"
+    return check_job_name(name + (f"-{installation}" if installation else ""))
 
 
 def remote_run_dir(permanent_root: str, stage: str, remote_id: int, attempt: int, installation: str | None) -> str:
-    """``installation`` None: the directory of a run made before installation ids."""
-    runs = f"{permanent_root.rstrip('/')}/runs" + (f"/{installation}" if installation else "")
-    return f"{runs}/{stage}.{remote_id}.a{attempt}"
+    """A run's directory, its parts checked (a stage name from an older database may hold
+    anything). ``installation`` None: the directory of a run made before installation ids."""
+    runs = f"{permanent_root.rstrip('/')}/runs" + (f"/{check_job_name(installation)}" if installation else "")
+    return f"{runs}/{check_stage_name(stage)}.{int(remote_id)}.a{int(attempt)}"
 
 
 def remote_tools_dir(permanent_root: str, tools_hash: str) -> str:
@@ -56,6 +62,24 @@ def roots_args(site: Site) -> list[str]:
     return args
 
 
-def tool_argv(python: str, tools_dir: str, tool: str, *args: str) -> list[str]:
-    """How scbundle runs one of its remote tools: stdlib only, so no site-packages (-S)."""
-    return [python, "-S", f"{tools_dir}/{tool}", *args]
+def boot_argv(python: str, tools_dir: str, *, dirs: Sequence[str] = (), mkdirs: Sequence[str] = ()) -> list[str]:
+    """The inline bootstrap (remote/sc_boot.py) with this installation's tool digests; ``dirs``
+    must be this account's alone where they exist, ``mkdirs`` are created first."""
+    argv = [python, "-S", "-c", boot_code(), tools_dir, tool_digests()]
+    for d in mkdirs:
+        argv += ["--mkdir", d]
+    for d in dirs:
+        argv += ["--dir", d]
+    return argv
+
+
+def tool_argv(python: str, tools_dir: str, tool: str, *args: str, dirs: Sequence[str] = (), mkdirs: Sequence[str] = ()) -> list[str]:
+    """How scbundle runs one of its remote tools: through the bootstrap, which checks the tool
+    (and the tools it imports) against this installation's digests and runs the bytes it
+    checked; stdlib only, so no site-packages (-S)."""
+    return [*boot_argv(python, tools_dir, dirs=dirs, mkdirs=mkdirs), tool, *args]
+
+
+def tools_check_argv(python: str, tools_dir: str, *, dirs: Sequence[str] = ()) -> list[str]:
+    """Verify every tool and run nothing (exec before shipping, the job script at its start)."""
+    return [*boot_argv(python, tools_dir, dirs=dirs), "--check"]

@@ -4,7 +4,10 @@ scbundle registers its own four (chip, cam, warp, stack) in its pyproject.toml; 
 adds a stage by shipping a distribution with an entry point in the same group (see
 docs/stage-plugins.md), without touching scbundle. Names are read from the installed
 distributions' metadata; a stage's module is imported only when the stage is used, so a
-broken plugin breaks only the commands that use it, with a message naming it.
+broken plugin breaks only the commands that use it, with a message naming it. A stage name
+becomes part of job names and paths on the site, so it must be a plain identifier
+(core/names.py): a plugin registering any other name is refused, by name and distribution,
+and its stage is never listed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pydantic import ValidationError
 
 from scbundle.core.config import Config, StageSettings, format_validation
 from scbundle.core.errors import ConfigError
+from scbundle.core.names import STAGE_RULE, check_stage_name, is_stage_name, shown
 from scbundle.stages.base import PluginSettings, Stage
 
 GROUP = "scbundle.stages"
@@ -48,15 +52,17 @@ class StageRegistry(Mapping[str, type[Stage]]):
     def __init__(self, group: str = GROUP) -> None:
         self.group = group
         self._entries: dict[str, list[StageEntry]] | None = None
+        self._refused: dict[str, list[StageEntry]] = {}  # names that are no plain identifier
         self._classes: dict[str, type[Stage]] = {}
 
     def refresh(self) -> None:
         """Forget what was found (after installing a plugin into a running process)."""
-        self._entries, self._classes = None, {}
+        self._entries, self._refused, self._classes = None, {}, {}
 
     def use(self, name: str, factory: Callable[[], Stage]) -> None:
         """Answer ``name`` with ``factory()`` in this process (benches and tests: a stage
         variant, or a stage defined in the test itself)."""
+        check_stage_name(name)
         self.entries()[name] = [StageEntry(name, f"{factory!r}", "this process")]
         self._classes[name] = factory  # type: ignore[assignment]
 
@@ -65,6 +71,9 @@ class StageRegistry(Mapping[str, type[Stage]]):
             found: dict[str, list[StageEntry]] = {n: [StageEntry(n, v, "scbundle")] for n, v in BUILTIN.items()}
             for ep in md.entry_points(group=self.group):
                 dist = ep.dist.name if ep.dist is not None else "an unnamed distribution"
+                if not is_stage_name(ep.name):  # never listed, never a job name or a path
+                    self._refused.setdefault(ep.name, []).append(StageEntry(ep.name, ep.value, dist))
+                    continue
                 same = found.setdefault(ep.name, [])
                 if not any(e.value == ep.value for e in same):
                     same.append(StageEntry(ep.name, ep.value, dist))
@@ -84,6 +93,9 @@ class StageRegistry(Mapping[str, type[Stage]]):
         if name in self._classes:
             return self._classes[name]
         candidates = self.entries().get(name)
+        if not candidates and name in self._refused:
+            plugins = "; ".join(e.describe() for e in self._refused[name])
+            raise ConfigError(f"stage {shown(name)} ({plugins}) is refused: a stage name must be {STAGE_RULE}, since it becomes part of job names and paths")
         if not candidates:
             raise KeyError(name)
         if len(candidates) > 1:

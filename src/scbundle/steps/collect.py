@@ -119,7 +119,8 @@ def _pack(
     def consume(stream) -> None:
         got["r"] = extract_returned(stream, destinations, roots, max_bytes=limits).indices
 
-    t.stream_out(tool_argv(site.python, ctx.tools_dir, "sc_remote.py", "pack", *roots_args(site)), consume, input=listing)
+    pack = tool_argv(site.python, ctx.tools_dir, "sc_remote.py", "pack", *roots_args(site), dirs=[ctx.run_dir])
+    t.stream_out(pack, consume, input=listing)
     return got["r"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from scbundle.core.app import App
+from scbundle.core.names import check_job_name, check_run_names
 from scbundle.db.models import RemoteRun
 from scbundle.site.layout import registry_dir, remote_run_dir, tools_dir
 from scbundle.site.pathmap import PathMap
@@ -13,6 +14,9 @@ from scbundle.stages.base import BuildContext
 
 
 def build_context(app: App, run: RemoteRun, run_dir: str | None = None) -> BuildContext:
+    """What a stage builds a run's commands and paths from; the run's label and stage checked
+    first (UnsafeNameError naming the way out), so no path is built from unchecked text."""
+    check_run_names(run.remote_id, run.label, run.stage)
     site = app.site(run.site)
     return BuildContext(
         remote_id=run.remote_id,
@@ -25,6 +29,10 @@ def build_context(app: App, run: RemoteRun, run_dir: str | None = None) -> Build
 
 
 def submit_context(app: App, run: RemoteRun) -> SubmitContext:
+    """Where a run lives on the site and how its job is named; checked like build_context."""
+    check_run_names(run.remote_id, run.label, run.stage)
+    if run.job_name:
+        check_job_name(run.job_name)
     site = app.site(run.site)
     # the directory prepare gave the run; a run made before installation ids has the old rule's
     run_dir = run.remote_dir or remote_run_dir(site.permanent_root, run.stage, run.remote_id, run.attempt, None)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from scbundle.core.app import App
 from scbundle.core.errors import StateError
+from scbundle.core.names import check_label
 from scbundle.db.locks import take_write_lock
 from scbundle.db.runs import new_run
 from scbundle.stages.registry import get_stage
@@ -24,6 +25,7 @@ def define(
 ) -> Defined:
     """A new run of ``stage``'s pending work (at most ``limit``); with ``tasks``, of the work
     items that file registers (work.add_items: checked, named by line), in the same transaction."""
+    check_label(label)  # it names directories here and on the site: refused before anything else
     st = get_stage(stage, app.config)
     site_name = site or app.config.default_site
     app.site(site_name)  # refuse an unknown site before touching the database

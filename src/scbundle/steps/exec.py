@@ -23,7 +23,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from sqlalchemy import update
 
 from scbundle.core.app import App
-from scbundle.core.errors import LinkDownError, ScbundleError
+from scbundle.core.errors import LinkDownError, ScbundleError, SiteUnsafeError, UnsafeNameError
 from scbundle.core.failpoints import failpoint
 from scbundle.core.states import ComponentState, Fault, RunState
 from scbundle.core.text import printable
@@ -67,6 +67,8 @@ class Executed:
     hashed_files: int = 0  # local inputs hashed by this exec (the rest came from the digest cache)
     site_hashed: int = 0  # files the site hashed (no manifest entry, or changed since it)
     warnings: tuple[str, ...] = ()
+    note: str | None = None  # the tools were shipped (again) on the way
+    still_pending: bool = False  # refused before anything was queued: the run stays pending, with the fault
 
 
 @dataclass(frozen=True)
@@ -179,10 +181,11 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Tran
     finally:
         if digests is None:
             cache.close()
-    ensure_tools(t, site)
+    note = ensure_tools(t, site)  # the tools are this account's and this installation's, or nothing runs
     files = _bundle_files(path_base, ctx.run_dir)
     files[f"{ctx.run_dir}/input-files.tsv"] = listing  # what the runner checks before each component
-    t.stream_in(tool_argv(py, tools, "sc_remote.py", "unpack", *roots), lambda out: write_text_tar(out, files))
+    bundle = tool_argv(py, tools, "sc_remote.py", "unpack", *roots, mkdirs=[ctx.run_dir])  # a run directory of this account's alone
+    t.stream_in(bundle, lambda out: write_text_tar(out, files))
     check = check_inputs(t, site, reqs, listing, sizes, tools=tools)
     to_push, nbytes = check.to_push, check.nbytes
     if to_push:
@@ -196,7 +199,7 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Tran
     job_id = jobs.submit(t, sched, ctx).job_id
     failpoint("exec.submitted")
     return Executed(run.remote_id, job_id, len(to_push), nbytes, t.invocations - before,
-                    hashed_files=local.hashed, site_hashed=int(check.site.get("hashed", 0)), warnings=tuple(local.problems))  # fmt: skip
+                    hashed_files=local.hashed, site_hashed=int(check.site.get("hashed", 0)), warnings=tuple(local.problems), note=note)  # fmt: skip
 
 
 class ExecStep(RunStep):
@@ -242,14 +245,17 @@ class ExecStep(RunStep):
 
     def failed(self, app: App, claim: Claim, err: Exception) -> Executed:
         text = printable(f"exec: {describe(err)}")
+        # nothing was queued (nor run, for a site directory or tool another account could
+        # change, or a name an older scbundle let through): pending, with the fault, for the operator
+        pending = isinstance(err, jobs.SubmitRefused | BundleMissing | InputGone | SiteUnsafeError | UnsafeNameError)
         with claim.session() as s:
             r = get_run(s, claim.run.remote_id, lock=True)
             if r.state == RunState.PENDING:
-                if isinstance(err, jobs.SubmitRefused | BundleMissing | InputGone):  # nothing was queued: pending, with the fault
+                if pending:
                     r.fault, r.message = int(err.fault), text[:2000]
                 else:
                     move(r, RunState.ERROR, "exec", fault=fault_of(err), message=text)
-        return Executed(claim.run.remote_id, None, 0, 0, 0, error=text)
+        return Executed(claim.run.remote_id, None, 0, 0, 0, error=text, still_pending=pending)
 
 
 def exec_runs(app: App, *, remote_id: int | None = None, label: str | None = None, progress: bool = True) -> StepReport:

@@ -13,8 +13,9 @@ from sqlalchemy import select, update
 from scbundle.bundle.allocation import resource_request
 from scbundle.bundle.build import BundleDir, BundlePlan, BundleWriter
 from scbundle.core.app import App
-from scbundle.core.errors import BundleError, StateError
+from scbundle.core.errors import BundleError, StateError, UnsafeNameError
 from scbundle.core.failpoints import failpoint
+from scbundle.core.names import check_run_names
 from scbundle.core.states import ComponentState, Fault, RunState
 from scbundle.core.text import printable
 from scbundle.db.bulk import update_rows
@@ -49,7 +50,13 @@ class Prepared:
 
 
 def local_path_base(app: App, run: RemoteRun) -> Path:
-    return Path(app.config.workdir) / run.label / f"remote_{run.stage}.{run.remote_id}"
+    """The run's bundle directory in the workdir: its parts checked, never outside the workdir."""
+    check_run_names(run.remote_id, run.label, run.stage)
+    workdir = Path(app.config.workdir)
+    base = workdir / run.label / f"remote_{run.stage}.{int(run.remote_id)}"
+    if base.parent.parent != workdir or base.parent.name != run.label:  # cannot happen past the check: say so loudly if it does
+        raise UnsafeNameError(f"remote_id {run.remote_id}: bundle path {base} is not a directory of the workdir {workdir}", remote_id=run.remote_id)
+    return base
 
 
 MEASURED_WINDOW = 2000  # how many of the stage's most recent good components the median looks at
@@ -87,6 +94,12 @@ def prepare(app: App, *, remote_id: int, stage: str | None = None, states: Seque
     with claim_run(app.db, remote_id, states, site_lock=site_lock) as claim:
         if claim is None:
             raise unclaimed(app.db, remote_id, states, "prepare")
+        try:
+            check_run_names(remote_id, claim.run.label, claim.run.stage)
+        except UnsafeNameError as err:  # a run from an older scbundle: refused, and it says so (nothing written)
+            with claim.session() as s:
+                move(get_run(s, remote_id, lock=True), RunState.ERROR, "prepare", fault=int(err.fault), message=f"prepare: {err}")
+            raise
         with claim.session() as s:
             why = prepare_hold(app, s, claim.run)
         if why:

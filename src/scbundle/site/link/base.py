@@ -18,7 +18,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import IO
 
-from scbundle.core.errors import CommandError, LocalIOError, OversizeError
+from scbundle.core.errors import CommandError, LocalIOError, OversizeError, SiteUnsafeError
+from scbundle.core.resources import BOOT_UNSAFE
 
 STDERR_KEEP = 64 * 1024
 # What the local side keeps of a command's stdout (run, stream_in), beyond the size of what it
@@ -95,6 +96,14 @@ class WatchedStream:
 
     def readable(self) -> bool:
         return True
+def command_failure(site_name: str, argv: Sequence[str], returncode: int, stderr: bytes) -> Exception:
+    """The error for a failed invocation: the tool bootstrap's refusal of a directory or tool
+    another account could change is a SiteUnsafeError (fault 3, not a retryable 2)."""
+    text = stderr.decode("utf-8", "replace")
+    if returncode == BOOT_UNSAFE and "scbundle tools: " in text:
+        why = text[text.rindex("scbundle tools: ") + len("scbundle tools: ") :].strip().splitlines()[0][:1000]
+        return SiteUnsafeError(f"site {site_name}: {why} (`scbundle site check {site_name}` lists the site's directories)")
+    return CommandError(argv, returncode, stderr, what=f"on site {site_name}")
 
 
 class Transport(ABC):
@@ -135,7 +144,7 @@ class ProcessTransport(Transport):
 
     def _classify(self, argv: Sequence[str], returncode: int, stderr: bytes) -> Exception:
         """The error for a failed invocation (ssh transports turn 255 into LinkDownError)."""
-        return CommandError(argv, returncode, stderr, what=f"on site {self.site_name}")
+        return command_failure(self.site_name, argv, returncode, stderr)
 
     def _check(self, done: Completed, check: bool) -> Completed:
         if check and done.returncode != 0:

@@ -19,7 +19,7 @@ from fabric import Config as FabricConfig
 from fabric import Connection
 
 from scbundle.core.config import Site
-from scbundle.core.errors import CommandError, ConfigError, HostKeyError, LinkDownError
+from scbundle.core.errors import ConfigError, HostKeyError, LinkDownError
 from scbundle.site.link.base import (
     EXIT_GRACE,
     LEFTOVER_MAX,
@@ -28,6 +28,7 @@ from scbundle.site.link.base import (
     Completed,
     Transport,
     WatchedStream,
+    command_failure,
     consumer_failure,
     drain_capped,
     output_cap,
@@ -156,7 +157,7 @@ class ParamikoTransport(Transport):
             raise LinkDownError(f"link to site {self.site_name} dropped during {argv[0] if argv else 'a command'}")
         done = Completed(tuple(argv), rc, out, bytes(err))
         if check and rc != 0:
-            raise CommandError(argv, rc, done.stderr, what=f"on site {self.site_name}")
+            raise command_failure(self.site_name, argv, rc, done.stderr)
         return done
 
     # -- the three verbs -------------------------------------------------------------------
@@ -248,6 +249,6 @@ class ParamikoTransport(Transport):
                     self.close()
                     raise LinkDownError(f"link to site {self.site_name} dropped during {argv[0] if argv else 'a command'}") from failure
                 if rc is not None and rc != 0 and check:  # it failed by itself: its words explain the stream
-                    raise CommandError(argv, rc, bytes(err), what=f"on site {self.site_name}") from failure
+                    raise command_failure(self.site_name, argv, rc, bytes(err)) from failure
                 raise failure
             return self._finish(argv, chan, b"", err, check)

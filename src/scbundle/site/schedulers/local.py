@@ -27,7 +27,7 @@ class LocalScheduler:
             ctx.python, ctx.tools_dir, "sc_localjob.py", "submit",
             "--registry", ctx.registry, "--name", ctx.job_name, "--workdir", ctx.run_dir,
             "--output", f"{ctx.run_dir}/job.out", "--path-prepend", f"{ctx.tools_dir}/bin",
-            "--", "bash", ctx.script,
+            "--", "bash", ctx.script, mkdirs=[ctx.registry],
         )  # fmt: skip
 
     def parse_submit(self, stdout: str) -> str:
@@ -39,7 +39,7 @@ class LocalScheduler:
     def status_argv(self, ctx: SubmitContext, job_ids: Sequence[str]) -> list[str]:
         """By the run's job name when it has one: a job id is a pid, and pids are reused (the
         answer line still carries the id, which must be the one asked for)."""
-        argv = tool_argv(ctx.python, ctx.tools_dir, "sc_localjob.py", "status", "--registry", ctx.registry)
+        argv = tool_argv(ctx.python, ctx.tools_dir, "sc_localjob.py", "status", "--registry", ctx.registry, dirs=[ctx.registry])
         if ctx.job_name and len(job_ids) == 1:
             return argv + ["--name", ctx.job_name]
         for j in job_ids:
@@ -65,4 +65,4 @@ class LocalScheduler:
 
     def cancel_argv(self, ctx: SubmitContext, job_id: str) -> list[str]:
         name = ["--name", ctx.job_name] if ctx.job_name else []
-        return tool_argv(ctx.python, ctx.tools_dir, "sc_localjob.py", "cancel", "--registry", ctx.registry, *name, job_id)
+        return tool_argv(ctx.python, ctx.tools_dir, "sc_localjob.py", "cancel", "--registry", ctx.registry, *name, job_id, dirs=[ctx.registry])
