@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -54,9 +55,10 @@ def missing(tools: Path, roots: Path, stdin: bytes, **kw) -> subprocess.Complete
 def test_a_verified_tool_runs_from_the_bytes_it_checked(tmp_path):
     tools = shipped(tmp_path)
     (tmp_path / "here").write_bytes(b"abc")
-    p = missing(tools, tmp_path, f"{tmp_path}/here\t3\n{tmp_path}/gone\t1\n".encode())
+    abc, zero = hashlib.sha256(b"abc").hexdigest(), "0" * 64
+    p = missing(tools, tmp_path, f"{tmp_path}/here\t3\t{abc}\n{tmp_path}/gone\t1\t{zero}\n".encode())
     assert p.returncode == 0, p.stderr
-    assert p.stdout.decode() == f"{tmp_path}/gone\t1\n"  # the real tool answered
+    assert p.stdout.decode() == f"{tmp_path}/gone\t1\t{zero}\n"  # the real tool answered
     check = run(tools_check_argv(PY, str(tools)))
     assert check.returncode == 0 and b"verified" in check.stdout
 

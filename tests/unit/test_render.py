@@ -103,7 +103,7 @@ def test_a_hostile_job_name_never_reaches_a_directive(template, monkeypatch):
     from scbundle.site.layout import job_name
 
     with pytest.raises(UnsafeNameError, match="stage name .* is refused"):
-        job_name("x$(touch${IFS}pwned)", 7, 1)
+        job_name("x$(touch${IFS}pwned)", 7, 1, None)
     with pytest.raises(UnsafeNameError, match="stage name"):
         assemble(specs(1), REQ, BundlePlan(**{**plan(template).__dict__, "stage": "x$(touch${IFS}pwned)"}))
     # whatever builds the name (its format is changing), the template refuses one that sbatch or
