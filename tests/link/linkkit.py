@@ -16,19 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pexpect
+import tomli_w
 from sitekit import TestSite
 
 SITE = "mu"
-
-
-def toml_value(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @dataclass
@@ -127,23 +118,23 @@ def write_config(path: Path, home: Path, site: TestSite, user: str, control_dir:
     key = identity or u.key
     if key:
         ssh["identity"] = str(key)
-    db_url = "sqlite:///" + str(home / "scbundle.db")
-    lines = [
-        f"database = {toml_value(db_url)}",
-        f"workdir = {toml_value(home / 'work')}",
-        f"default_site = {toml_value(SITE)}",
-        "[stages.chip]", "threads = 1", "cost_seconds = 0.05",
-        f"[sites.{SITE}]", f"link = {toml_value(link)}", f"scheduler = {toml_value(scheduler)}",
-        f"remote_root = {toml_value(remote)}", f"permanent_root = {toml_value(perm)}",
-        f"cores_per_node = {cores_per_node}", "max_nodes = 1", "fill_factor = 0.8", 'max_walltime = "01:00:00"',
-        f"python = {toml_value(site.python)}", f"drop_hours = {toml_value(drop_hours)}",
-        f"[[sites.{SITE}.paths]]", f"local = {toml_value(home / 'data')}", f"remote = {toml_value(remote / 'data')}",
-        f"[sites.{SITE}.ssh]", *(f"{k} = {toml_value(v)}" for k, v in ssh.items()),
-    ]  # fmt: skip
     others = [n for n in site.otp_users if n != user]
-    for other in others:
-        lines += [f"[sites.{SITE}.ssh.users.{other}]", f"identity = {toml_value(site.users[other].key)}"]
-    path.write_text("\n".join(lines) + "\n")
+    if others:
+        ssh["users"] = {other: {"identity": str(site.users[other].key)} for other in others}
+    config = {
+        "database": "sqlite:///" + str(home / "scbundle.db"),
+        "workdir": str(home / "work"),
+        "default_site": SITE,
+        "stages": {"chip": {"threads": 1, "cost_seconds": 0.05}},
+        "sites": {SITE: {
+            "link": link, "scheduler": scheduler, "remote_root": str(remote), "permanent_root": str(perm),
+            "cores_per_node": cores_per_node, "max_nodes": 1, "fill_factor": 0.8, "max_walltime": "01:00:00",
+            "python": site.python, "drop_hours": drop_hours,
+            "paths": [{"local": str(home / "data"), "remote": str(remote / "data")}],
+            "ssh": ssh,
+        }},
+    }  # fmt: skip
+    path.write_text(tomli_w.dumps(config))
 
 
 

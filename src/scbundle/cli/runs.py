@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def prepare(c: Ctx, stage: str, remote_id: int | None, label: str | None, as_jso
 
     app = c.app()
     err = make_console(stderr=True)
-    with err.status(f"preparing {stage} run(s)") if err.is_terminal else _nullcontext():
+    with err.status(f"preparing {stage} run(s)") if err.is_terminal else nullcontext():
         rep = prepare_runs(app, stage=stage, remote_id=remote_id, label=label)
     if as_json:
         emit_json(rows_json(rep.results))
@@ -87,14 +88,6 @@ def prepare(c: Ctx, stage: str, remote_id: int | None, label: str | None, as_jso
         elif not as_json:
             echo(f"remote_id {p.remote_id}: nothing to run ({p.n_missing} component(s) missing an input), run -> {p.state}", err=True)
     _finish(rep, named=remote_id is not None, nothing_msg=f"nothing to prepare (no new {stage} run)", as_json=as_json)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @cli.command("exec")

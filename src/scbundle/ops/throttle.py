@@ -13,10 +13,10 @@ overshoot a limit together; ``scbundle status`` shows which throttle is holding 
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -49,7 +49,7 @@ def disk_usage(path: str) -> tuple[int, int]:
     p = Path(path)
     while not p.exists() and p != p.parent:
         p = p.parent
-    usage = psutil.disk_usage(str(p))
+    usage = shutil.disk_usage(p)
     return usage.free, usage.total
 
 
