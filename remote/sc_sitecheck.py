@@ -7,7 +7,8 @@
 #
 # Prints one JSON object: {"uid", "user", "paths": [entry...], "above": [entry...] (each
 # directory from "/" down to the real parent of "above"), "runs": [entry...] (every entry of
-# the "runs" directory, at most max_runs), "runs_total": n, "tools": [[name, problem or ""]...]}
+# the "runs" directory, and of each installation's directory in it: at most max_runs in all),
+# "runs_total": n (run directories), "tools": [[name, problem or ""]...]}
 # where an entry is {"role", "path", "exists", "symlink", "target", "dir", "uid", "user",
 # "mode", "sticky"}. The local side decides what is wrong (scbundle.site.check).
 # No exclamation mark anywhere in this file: a csh login shell would take it for history expansion.
@@ -94,16 +95,29 @@ def tools(top, digests):
     return out
 
 
+def _names(d):
+    try:
+        return sorted(os.listdir(d))
+    except OSError:
+        return []
+
+
 def main():
     req = json.loads(sys.stdin.read())
     me = os.geteuid()
     res = {"uid": me, "user": _user(me), "paths": [entry(r, p) for r, p in req["paths"]], "above": above(req["above"])}
-    try:
-        names = sorted(os.listdir(req["runs"]))
-    except OSError:
-        names = []
-    res["runs_total"] = len(names)
-    res["runs"] = [entry("run directory", os.path.join(req["runs"], n)) for n in names[: req["max_runs"]]]
+    # runs/<stage>.<id>.a<n> (made before installation ids) and runs/<installation>/<stage>...:
+    # an installation's directory (a name without a dot, a real directory) is looked into
+    found = []  # (role, path)
+    for n in _names(req["runs"]):
+        path = os.path.join(req["runs"], n)
+        if "." not in n and os.path.isdir(path) and not os.path.islink(path):
+            found.append(("installation directory", path))
+            found += [("run directory", os.path.join(path, m)) for m in _names(path)]
+        else:
+            found.append(("run directory", path))
+    res["runs_total"] = sum(1 for role, _ in found if role == "run directory")
+    res["runs"] = [entry(role, p) for role, p in found[: req["max_runs"]]]
     res["tools"] = tools(req["tools"], req["digests"]) if os.path.isdir(req["tools"]) else []
     sys.stdout.write(json.dumps(res) + "\n")
     return 0

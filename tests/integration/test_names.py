@@ -76,7 +76,7 @@ def test_a_run_with_a_bad_label_from_an_older_version_is_refused_by_prepare_exec
 
     one(r3)  # run -> poll
     p = home("poll", "--remote-id", str(r3), "--wait", "30", check=False)
-    assert p.returncode == 1 and "poll failed, nothing changed" in p.stderr and "retire" in p.stderr
+    assert p.returncode == 1 and "poll failed, nothing replayed (the run stays in run" in p.stderr and "retire" in p.stderr
     assert q(home, "select state from remote_run where remote_id=?", r3) == [("run",)]
     assert q(home, "select count(*) from chip_result") == [(0,)]
     assert tree(tmp_path, *mine) == before  # nothing was written anywhere else

@@ -58,7 +58,9 @@ def test_writable_roots_foreign_run_directories_links_and_changed_tools_are_repo
     assert got[str(foreign)]["problems"] == [f"owned by nobody ({NOBODY}), not by this account"]
     assert got[str(perm / "runs" / "chip.98.a1")]["problems"] == ["a symbolic link (to /tmp)"]
     assert any(x.startswith("sc_chip.py: differs from this installation's") for x in got[str(tools)]["problems"])
-    assert got[str(perm / "runs" / "chip.1.a1")]["problems"] == []  # the real run's directory is fine
+    (inst,) = [d for d in (perm / "runs").iterdir() if "." not in d.name]  # runs/<installation>/
+    assert got[str(inst)]["role"] == "installation directory" and got[str(inst)]["problems"] == []
+    assert got[str(inst / "chip.1.a1")]["problems"] == []  # the real run's directory is fine
     cli.env["COLUMNS"] = "400"  # whole paths on one line each
     table = cli("site", "check", check=False)  # the same as a table, and one line on stderr
     assert table.returncode == 1 and "chip.99.a1" in table.stdout and "nobody" in table.stdout

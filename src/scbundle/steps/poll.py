@@ -41,7 +41,8 @@ def refused(err: BaseException) -> bool:
             return True
         if isinstance(e, ScbundleError) and getattr(e, "refused", False):
             return True
-    return isinstance(err, CommandError) and err.returncode == EXIT_REFUSED and "sc_remote.py" in " ".join(err.argv)
+    # the tool is one word of the argv (the bootstrap before it names every tool in its digests)
+    return isinstance(err, CommandError) and err.returncode == EXIT_REFUSED and "sc_remote.py" in err.argv
 
 
 class PollStep(RunStep):
