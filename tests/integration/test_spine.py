@@ -129,8 +129,16 @@ def test_job_policy_ignore_goes_full_with_failures_recorded(cli):
 
 
 def test_awkward_label_arguments_stay_one_argument_each(cli):
-    label = """we ird; echo pwned "x" 'y'"""
-    rid = setup_run(cli, 4, label)
+    """A label with shell words in it is refused at define (it would name directories here and
+    on the site), with one line and nothing defined; the odd characters a label may hold run
+    through every generated command as one argument each."""
+    cli("db", "upgrade")
+    cli("demo-data", "--images", "4")
+    p = cli("define", "--label", """we ird; echo pwned "x" 'y'""", "--stage", "chip", check=False)
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and "label" in p.stderr
+    assert q(cli, "select count(*) from remote_run") == [(0,)]
+    label = "PV3+b.2024-06_x"
+    rid = cli.json("define", "--label", label, "--stage", "chip", "--limit", "4")["remote_id"]
     run_to_end(cli, rid)
     assert q(cli, "select state from remote_run") == [("full",)]
     stats = [Path(r[0]) for r in q(cli, "select stats_uri from chip_result")]

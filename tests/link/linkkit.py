@@ -65,6 +65,12 @@ class SshEnv:
         with sqlite3.connect(self.db_path) as c:
             return c.execute(sql, args).fetchall()
 
+    def run_dir(self, remote_id: int) -> Path:
+        """The run's directory on the site (runs/<installation>/<stage>.<id>.a<n>), as prepare named it."""
+        ((d,),) = self.q("select remote_dir from remote_run where remote_id = ?", remote_id)
+        assert d, f"remote_id {remote_id} has no remote_dir yet"
+        return Path(d)
+
     def link_start(self, *extra: str, user: str | None = None, expect_ok: bool = True, timeout: float = 60) -> str:
         """Run `scbundle link start` in a pseudo-terminal and type the site's prompts."""
         who = user or self.user

@@ -86,14 +86,14 @@ def test_a_tool_changed_after_exec_verified_it_cannot_run_and_the_next_exec_ship
     r2 = define_run(e, 4, "swap2")
     e.cli("prepare", "chip")
     e.cli("exec", "--remote-id", str(r1))  # the tools shipped and verified
-    run_dir = e.permanent / "runs" / f"chip.{r1}.a1"
+    run_dir = e.run_dir(r1)
     e.wait_for(lambda: (run_dir / "job.exit").exists(), 120, "the job to end")
     st = os.stat(tools / "sc_remote.py")
     (tools / "sc_remote.py").write_text(trojan(marker))  # same owner, same mode: the content alone differs
     os.chown(tools / "sc_remote.py", st.st_uid, st.st_gid)
     p = e.cli("poll", "--remote-id", str(r1), check=False)
     assert not marker.exists(), marker.read_text()
-    assert p.returncode == 1 and "poll failed, nothing changed" in p.stderr
+    assert p.returncode == 1 and "poll failed, nothing replayed (the run stays in run" in p.stderr
     assert f"tool {tools}/sc_remote.py does not match this installation" in p.stderr
     assert e.q("select state from remote_run where remote_id=?", r1) == [("run",)]
     rc, rows = check(e)
@@ -118,7 +118,7 @@ def test_a_look_alike_permanent_root_from_another_account_is_refused_and_reporte
     rid = define_run(e, 4, "look")
     e.cli("prepare", "chip", "--remote-id", str(rid))
     e.cli("exec", "--remote-id", str(rid))
-    run_dir = e.permanent / "runs" / f"chip.{rid}.a1"
+    run_dir = e.run_dir(rid)
     e.wait_for(lambda: (run_dir / "job.exit").exists(), 120, "the job to end")
     aside = e.permanent.with_name(e.permanent.name + ".mine")
     names = [p.name for p in remote_files() if p.suffix == ".py"]
@@ -128,7 +128,7 @@ def test_a_look_alike_permanent_root_from_another_account_is_refused_and_reporte
     as_user(other, script)
     p = e.cli("poll", "--remote-id", str(rid), check=False)
     assert not marker.exists(), marker.read_text()
-    assert p.returncode == 1 and "poll failed, nothing changed" in p.stderr
+    assert p.returncode == 1 and "poll failed, nothing replayed (the run stays in run" in p.stderr
     assert f"is owned by uid {uid} ({other})" in p.stderr
     assert e.q("select state from remote_run") == [("run",)]
     rc, rows = check(e)

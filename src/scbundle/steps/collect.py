@@ -24,7 +24,7 @@ from pathlib import Path
 from sqlalchemy import case, select, update
 
 from scbundle.core.app import App, utcnow
-from scbundle.core.errors import DbinfoError, UnsafeArchiveError
+from scbundle.core.errors import DbinfoError, LocalIOError, UnsafeArchiveError
 from scbundle.core.failpoints import failpoint
 from scbundle.core.states import (
     DEFAULT_POLICY,
@@ -179,14 +179,17 @@ def _deliver(src: Path, dest: Path, roots: Sequence[Path]) -> None:
         if err.errno != errno.EXDEV:
             raise
     tmp = dest.with_name(f".{dest.name}.part.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
-            shutil.copyfileobj(f, out, 1 << 20)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    except OSError as err:  # a full or read-only destination: named, and the replay rolls back
+        raise LocalIOError.writing(dest, err) from None
     src.unlink()
 
 

@@ -16,6 +16,7 @@ from scbundle.core.errors import (
     CommandError,
     DatabaseError,
     DbinfoError,
+    LocalIOError,
     OversizeError,
     ScbundleError,
     UnsafeArchiveError,
@@ -36,13 +37,15 @@ EXIT_REFUSED = 3  # remote/sc_remote.py: a refusal (a path, a member, a stream),
 def refused(err: BaseException) -> bool:
     """Whether a poll failure is the site's returns being refused (the same every time: the
     run goes to error) rather than a hiccup the next poll may not meet."""
+    if isinstance(err, CommandError):  # the command failed by itself: its exit says why, not the cut stream
+        # the tool is one word of the argv (the bootstrap before it names every tool in its digests)
+        return err.returncode == EXIT_REFUSED and "sc_remote.py" in err.argv
     for e in (err, err.__cause__):
         if isinstance(e, UnsafeArchiveError | DbinfoError | OversizeError):
             return True
         if isinstance(e, ScbundleError) and getattr(e, "refused", False):
             return True
-    # the tool is one word of the argv (the bootstrap before it names every tool in its digests)
-    return isinstance(err, CommandError) and err.returncode == EXIT_REFUSED and "sc_remote.py" in err.argv
+    return False
 
 
 class PollStep(RunStep):
@@ -70,7 +73,7 @@ class PollStep(RunStep):
                     .values(state=ComponentState.ERROR, fault=fault, message=text)
                 )
                 move(r, RunState.ERROR, "poll", fault=fault, message=f"{text} (what the job returned is refused: `scbundle revert --remote-id {rid}` runs it again)")
-            elif isinstance(err, CommandError | DatabaseError | OSError | TimeoutError):
+            elif isinstance(err, CommandError | DatabaseError | LocalIOError | OSError | TimeoutError):
                 r.fault, r.message = int(Fault.SYSTEM), f"{text} (poll tries again)"
             else:
                 r.fault, r.message = int(Fault.PROGRAM), f"{text} (poll tries again; `scbundle retire --remote-id {rid}` takes it out)"
