@@ -247,7 +247,7 @@ class Stage(ABC):
     settings: PluginSettings | None = None
 
     #: files of the stage's own package shipped to the site (names relative to the package of
-    #: the stage's module, e.g. ("sources.sex", "measure.py")): content-addressed under
+    #: the module of the class that sets it, e.g. ("sources.sex", "measure.py")): content-addressed under
     #: <permanent_root>/stages/<name>/<hash>/, verified by digest before use; ``build`` names
     #: their site paths with ``ctx.shipped(name)``
     shipped_files: tuple[str, ...] = ()
@@ -310,7 +310,8 @@ MAX_SHIPPED_BYTES = 16 << 20  # all of a stage's shipped files: configs and smal
 
 
 def shipped_file_bytes(stage: Stage) -> dict[str, bytes]:
-    """The bytes of ``stage.shipped_files``, read from the package of the stage's module
+    """The bytes of ``stage.shipped_files``, read from the package of the module of the class
+    that names them (a subclass elsewhere ships its parent's files)
     (importlib.resources: an installed wheel or a source tree). ConfigError names the stage and
     the file for a bad name, a file the package lacks, or too much."""
     import importlib.resources as ir
@@ -319,7 +320,8 @@ def shipped_file_bytes(stage: Stage) -> dict[str, bytes]:
     names = tuple(stage.shipped_files)
     if not names:
         return {}
-    module = sys.modules[type(stage).__module__]
+    owner = next(c for c in type(stage).__mro__ if "shipped_files" in vars(c))  # the class that names them
+    module = sys.modules[owner.__module__]
     package = module.__name__ if hasattr(module, "__path__") else (module.__package__ or "")
     where = f"stage {stage.name!r} ({type(stage).__module__}.{type(stage).__qualname__})"
     if not package:
