@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -63,7 +64,7 @@ def add_work(cli, tmp_path, stage="rawsum"):
     """Every demo raw image as a work item, through `scbundle work add` (the documented path)."""
     work = tmp_path / "files.jsonl"
     work.write_text("".join(json.dumps({"path": uri}) + "\n" for (uri,) in q(cli, "select uri from imfile order by imfile_id")))
-    return cli.json("work", "add", stage, str(work), "--json")["stage_ids"]
+    return cli.json("work", "add", stage, str(work))["stage_ids"]
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def run_once(cli, label, tmp_path, *, expect="full"):
     add_work(cli, tmp_path)
     rid = cli.json("define", "--label", label, "--stage", "rawsum")["remote_id"]
     cli.json("prepare", "rawsum", "--remote-id", str(rid))
-    done = cli.json("exec", "--remote-id", str(rid), "--json")
+    done = cli.json("exec", "--remote-id", str(rid))
     if expect == "full":
         cli("poll", "--remote-id", str(rid), "--wait", "120")
     assert q(cli, "select state from remote_run where remote_id=?", rid) == [(expect,)]
@@ -154,6 +155,12 @@ def test_shipped_files_go_once_a_version_and_a_swapped_copy_never_runs(cli, plug
     assert "sent again" in (swapped[0]["note"] or "") and "does not match" in swapped[0]["note"]
     assert (new / "measure.py").read_text() == (plugins / "scbundle_rawsum" / "measure.py").read_text()
     assert len(q(cli, "select 1 from rawsum_result where remote_id=?", rid)) == 8 and not pwned.exists()
+    # swapped after exec, before the job starts: the job script's own check stops it before any command
+    (new / "measure.py").write_text(f"open({str(pwned)!r}, 'w').write('ran')\n")
+    [(run_dir,)] = q(cli, "select remote_dir from remote_run where remote_id=?", rid)
+    job = subprocess.run(["bash", f"{run_dir}/job.sh"], capture_output=True, text=True, timeout=60)
+    assert job.returncode == 3 and "the stage's shipped files failed verification" in job.stderr, job.stderr
+    assert "measure.py does not match" in job.stderr and not pwned.exists()
     # a copy another account could change (group-writable here) is refused: the run stays pending, nothing runs
     (new / "measure.py").write_text(f"open({str(pwned)!r}, 'w').write('ran')\n")
     os.chmod(new / "measure.py", 0o664)
