@@ -13,7 +13,13 @@ import shlex
 from collections.abc import Mapping
 
 from scbundle.core.config import Site
-from scbundle.core.resources import BOOT_ABSENT, BOOT_MISMATCH, digest_list, remote_dir, remote_files
+from scbundle.core.resources import (
+    BOOT_ABSENT,
+    BOOT_MISMATCH,
+    digest_list,
+    remote_dir,
+    remote_files,
+)
 from scbundle.site.layout import tools_check_argv, tools_dir
 from scbundle.site.link import Transport
 from scbundle.site.link.base import command_failure

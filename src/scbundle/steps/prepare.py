@@ -15,8 +15,8 @@ from scbundle.bundle.build import BundleDir, BundlePlan, BundleWriter
 from scbundle.core.app import App
 from scbundle.core.errors import BundleError, StateError, UnsafeNameError
 from scbundle.core.failpoints import failpoint
-from scbundle.core.resources import content_hash, digest_list
 from scbundle.core.names import check_run_names
+from scbundle.core.resources import content_hash, digest_list
 from scbundle.core.states import ComponentState, Fault, RunState
 from scbundle.core.text import printable
 from scbundle.db.bulk import update_rows
