@@ -218,6 +218,12 @@ def test_config_validation_knows_plugin_stages(cli, plugins, monkeypatch):
         assert cfg.stage_settings("rawsum").threads == 2
         with pytest.raises(ConfigError, match=r"unknown stage\(s\) \['rawsam'\].*rawsum"):
             check_config(config_from_dict({**data, "stages": {"rawsam": {}}}, "t"))
+        # the documented plugin's own settings (its settings_model): a value it does not take, a misspelt key
+        assert check_config(config_from_dict({**data, "stages": {"rawsum": {"algorithm": "sha512"}}}, "t"))
+        with pytest.raises(ConfigError, match=r"stages\.rawsum\.algorithm"):
+            check_config(config_from_dict({**data, "stages": {"rawsum": {"algorithm": "sha1"}}}, "t"))
+        with pytest.raises(ConfigError, match=r"stages\.rawsum\.algoritm"):
+            check_config(config_from_dict({**data, "stages": {"rawsum": {"algoritm": "sha512"}}}, "t"))
     finally:
         monkeypatch.undo()
         STAGES.refresh()
