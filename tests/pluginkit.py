@@ -20,15 +20,20 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def install(site: Path, name: str, version: str, entry_points: dict[str, str], files: dict[str, str]) -> None:
-    """Lay a distribution out as pip does: its files, and NAME-VERSION.dist-info beside them."""
+def install(site: Path, name: str, version: str, entry_points: dict[str, str], files: dict[str, str],
+            groups: dict[str, dict[str, str]] | None = None) -> None:
+    """Lay a distribution out as pip does: its files, and NAME-VERSION.dist-info beside them
+    (``entry_points`` in scbundle.stages; ``groups``: other entry-point groups, by name)."""
     for rel, text in files.items():
         (site / rel).parent.mkdir(parents=True, exist_ok=True)
         (site / rel).write_text(text)
     info = site / f"{name.replace('-', '_')}-{version}.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text("[scbundle.stages]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+    text = "[scbundle.stages]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items())
+    for group, points in (groups or {}).items():
+        text += f"\n[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in points.items())
+    (info / "entry_points.txt").write_text(text)
 
 
 CATALOG = r'''

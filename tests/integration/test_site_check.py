@@ -65,3 +65,16 @@ def test_writable_roots_foreign_run_directories_links_and_changed_tools_are_repo
     table = cli("site", "check", check=False)  # the same as a table, and one line on stderr
     assert table.returncode == 1 and "chip.99.a1" in table.stdout and "nobody" in table.stdout
     assert len(table.stderr.strip().splitlines()) == 1 and "another account could change" in table.stderr
+
+
+def test_the_stages_shipped_files_directory_is_checked_too(cli):
+    """permanent_root/stages holds the plugins' shipped files (Stage.shipped_files): one others
+    can write is reported like tools/."""
+    cli("db", "upgrade")
+    stages = cli.site_root / "permanent" / "stages"
+    stages.mkdir(parents=True)
+    stages.chmod(0o777)
+    p = cli("site", "check", "--json", check=False)
+    assert p.returncode == 1
+    got = rows(p)[str(stages)]
+    assert got["role"] == "stages" and got["problems"] == ["writable by group and others"]

@@ -45,6 +45,8 @@ class BundlePlan:
     installation: str | None = None  # the database's installation id (None: a run named before them)
     boot: str = field(default_factory=boot_code)  # the tool bootstrap the job script verifies its tools with
     digests: str = field(default_factory=tool_digests)  # "name=sha256,..." of this installation's tools
+    shipped_dir: str | None = None  # the stage's shipped files on the site (Stage.shipped_files), if any
+    shipped_digests: str = ""  # "name=sha256,..." of them: the job script verifies them at its start
 
 
 def _tsv(rows: Sequence[Sequence[object]]) -> str:
@@ -152,7 +154,7 @@ class BundleWriter:
         env = environment()
         line_t = env.get_template("srun/line.j2")
         common = {"python": plan.python, "tools_dir": plan.tools_dir, "run_dir": plan.run_dir}
-        check = {"boot": plan.boot, "digests": plan.digests}
+        check = {"boot": plan.boot, "digests": plan.digests, "shipped_dir": plan.shipped_dir, "shipped_digests": plan.shipped_digests}
         ranks = deal_by_cost(self.costs, request.nranks)
 
         def line(task: int, offset: int, ids: str) -> str:
@@ -183,6 +185,7 @@ class BundleWriter:
             "command_timeout": plan.command_timeout,
             "fault_map": {str(code): fault for code, fault in plan.fault_map},
             "retry_faults": list(plan.retry_faults),
+            "shipped_dir": plan.shipped_dir,
         }
         files["bundle.json"] = json.dumps(meta, indent=1, sort_keys=True) + "\n"
         files["job.sh"] = render(
@@ -235,6 +238,11 @@ class BundleDir:
         p = self.tmp / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         return open(p, "w")
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        p = self.tmp / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
 
     def commit(self) -> None:
         if (self.tmp / "job.sh").exists():

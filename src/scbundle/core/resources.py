@@ -4,6 +4,7 @@ the tools' digests and the inline bootstrap that verifies them on the site."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
@@ -33,22 +34,36 @@ def remote_files() -> list[Path]:
     )
 
 
+def content_hash(files: Mapping[str, bytes]) -> str:
+    """Content hash of a set of files (relative name -> bytes): a new version of them lands in a
+    new directory on the site (the engine's tools, a stage's shipped files)."""
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0")
+        h.update(files[name] + b"\0")
+    return h.hexdigest()[:16]
+
+
+def digest_list(files: Mapping[str, bytes]) -> str:
+    """``name=sha256,...`` of ``files``: what the bootstrap (remote/sc_boot.py) checks on the site."""
+    return ",".join(f"{name}={hashlib.sha256(files[name]).hexdigest()}" for name in sorted(files))
+
+
+def _tool_files() -> dict[str, bytes]:
+    root = remote_dir()
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in remote_files()}
+
+
 @cache
 def tools_hash() -> str:
     """Content hash of remote/: a new version of the tools lands in a new directory."""
-    h = hashlib.sha256()
-    root = remote_dir()
-    for p in remote_files():
-        h.update(str(p.relative_to(root)).encode() + b"\0")
-        h.update(p.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+    return content_hash(_tool_files())
 
 
 @cache
 def tool_digests() -> str:
     """``name=sha256,...`` of every shipped tool: what the bootstrap checks on the site."""
-    root = remote_dir()
-    return ",".join(f"{p.relative_to(root).as_posix()}={hashlib.sha256(p.read_bytes()).hexdigest()}" for p in remote_files())
+    return digest_list(_tool_files())
 
 
 def inline_code(name: str) -> str:

@@ -8,7 +8,8 @@ decided here, from what came back (pure, ``assess``):
   writable by group or others unless its sticky bit is set (another account could rename
   what is below it);
 - permanent_root: root's or this account's, not writable by group or others;
-- permanent_root/tools, tools/<hash>, runs, each run directory in runs/, jobs: this
+- permanent_root/tools, tools/<hash>, runs, each run directory in runs/, jobs, stages (the
+  stages' shipped files): this
   account's, not writable by group or others, not a symbolic link, a directory; the tools
   match this installation's digests. Missing ones are created at first use.
 """
@@ -121,7 +122,7 @@ def request(site: Site) -> dict:
     root = site.permanent_root.rstrip("/")
     tools = tools_dir(site)
     paths = [("permanent_root", root), ("tools", f"{root}/tools"), ("tools/<hash>", tools),
-             ("runs", f"{root}/runs"), ("jobs", registry_dir(site))]  # fmt: skip
+             ("runs", f"{root}/runs"), ("jobs", registry_dir(site)), ("stages", f"{root}/stages")]  # fmt: skip
     return {"paths": paths, "above": root, "runs": f"{root}/runs", "tools": tools, "digests": tool_digests(), "max_runs": MAX_RUNS}
 
 

@@ -1,6 +1,7 @@
 """Where scbundle keeps things on a site, and how it names them there (pure).
 
     <permanent_root>/tools/<hash>/                  a copy of remote/ (site/tools.py ships it)
+    <permanent_root>/stages/<stage>/<hash>/         a stage's shipped files (Stage.shipped_files)
     <permanent_root>/runs/<inst>/<stage>.<id>.a<n>  a run directory of installation <inst>
     <permanent_root>/runs/<stage>.<id>.a<n>         one made before installation ids
     <permanent_root>/jobs/                          the local scheduler's job registry
@@ -45,6 +46,11 @@ def tools_dir(site: Site) -> str:
     return remote_tools_dir(site.permanent_root, tools_hash())
 
 
+def shipped_dir(permanent_root: str, stage: str, files_hash: str) -> str:
+    """Where one version of a stage's shipped files lives (content-addressed, like the tools)."""
+    return f"{permanent_root.rstrip('/')}/stages/{check_stage_name(stage)}/{files_hash}"
+
+
 def manifest_dir(site: Site) -> str:
     """The site account's record of the inputs it holds (path, stat key, sha256): 0700, its own."""
     return f"{site.permanent_root.rstrip('/')}/manifest"
@@ -62,10 +68,11 @@ def roots_args(site: Site) -> list[str]:
     return args
 
 
-def boot_argv(python: str, tools_dir: str, *, dirs: Sequence[str] = (), mkdirs: Sequence[str] = ()) -> list[str]:
-    """The inline bootstrap (remote/sc_boot.py) with this installation's tool digests; ``dirs``
-    must be this account's alone where they exist, ``mkdirs`` are created first."""
-    argv = [python, "-S", "-c", boot_code(), tools_dir, tool_digests()]
+def boot_argv(python: str, tools_dir: str, *, dirs: Sequence[str] = (), mkdirs: Sequence[str] = (), digests: str | None = None) -> list[str]:
+    """The inline bootstrap (remote/sc_boot.py) with this installation's tool digests (or
+    ``digests``: a stage's shipped files); ``dirs`` must be this account's alone where they
+    exist, ``mkdirs`` are created first."""
+    argv = [python, "-S", "-c", boot_code(), tools_dir, digests if digests is not None else tool_digests()]
     for d in mkdirs:
         argv += ["--mkdir", d]
     for d in dirs:
@@ -80,6 +87,7 @@ def tool_argv(python: str, tools_dir: str, tool: str, *args: str, dirs: Sequence
     return [*boot_argv(python, tools_dir, dirs=dirs, mkdirs=mkdirs), tool, *args]
 
 
-def tools_check_argv(python: str, tools_dir: str, *, dirs: Sequence[str] = ()) -> list[str]:
-    """Verify every tool and run nothing (exec before shipping, the job script at its start)."""
-    return [*boot_argv(python, tools_dir, dirs=dirs), "--check"]
+def tools_check_argv(python: str, tools_dir: str, *, dirs: Sequence[str] = (), digests: str | None = None) -> list[str]:
+    """Verify every tool (or every file of ``digests`` in ``tools_dir``) and run nothing (exec
+    before shipping, the job script at its start)."""
+    return [*boot_argv(python, tools_dir, dirs=dirs, digests=digests), "--check"]

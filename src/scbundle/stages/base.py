@@ -78,6 +78,16 @@ class BuildContext:
     tools_dir: str  # remote directory holding remote/
     python: str  # remote interpreter
     run_dir: str | None = None  # the run's directory on the site (prepare knows it; replay may not)
+    shipped_dir: str | None = None  # the site directory of this version of the stage's shipped files
+    shipped_names: frozenset[str] = frozenset()  # the stage's shipped_files
+
+    def shipped(self, name: str) -> str:
+        """The site path of ``name``, one of the stage's ``shipped_files`` (verified by digest
+        by exec and at the job's start, before any command runs)."""
+        if self.shipped_dir is None or name not in self.shipped_names:
+            known = ", ".join(sorted(self.shipped_names)) or "none"
+            raise ConfigError(f"{name!r} is not one of the stage's shipped_files (it ships: {known})")
+        return f"{self.shipped_dir}/{name}"
 
 
 @dataclass(frozen=True)
@@ -236,6 +246,12 @@ class Stage(ABC):
     settings_model: type[PluginSettings] | None = None
     settings: PluginSettings | None = None
 
+    #: files of the stage's own package shipped to the site (names relative to the package of
+    #: the module of the class that sets it, e.g. ("sources.sex", "measure.py")): content-addressed under
+    #: <permanent_root>/stages/<name>/<hash>/, verified by digest before use; ``build`` names
+    #: their site paths with ``ctx.shipped(name)``
+    shipped_files: tuple[str, ...] = ()
+
     def add_work(self, session: Session, items: Sequence[Mapping[str, Any]], ctx: WorkContext) -> list[int]:
         """Register work items (each a mapping the stage defines: from Python, or one line of a
         work file); returns their stage_ids, in order (an item already registered gives the id
@@ -287,6 +303,41 @@ class Stage(ABC):
 
     def describe(self) -> str:
         return f"{self.name}: {self.threads} thread(s), ~{self.cost_seconds:g} s a command"
+
+
+SHIPPED_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*$")
+MAX_SHIPPED_BYTES = 16 << 20  # all of a stage's shipped files: configs and small programs, not data
+
+
+def shipped_file_bytes(stage: Stage) -> dict[str, bytes]:
+    """The bytes of ``stage.shipped_files``, read from the package of the module of the class
+    that names them (a subclass elsewhere ships its parent's files)
+    (importlib.resources: an installed wheel or a source tree). ConfigError names the stage and
+    the file for a bad name, a file the package lacks, or too much."""
+    import importlib.resources as ir
+    import sys
+
+    names = tuple(stage.shipped_files)
+    if not names:
+        return {}
+    owner = next(c for c in type(stage).__mro__ if "shipped_files" in vars(c))  # the class that names them
+    module = sys.modules[owner.__module__]
+    package = module.__name__ if hasattr(module, "__path__") else (module.__package__ or "")
+    where = f"stage {stage.name!r} ({type(stage).__module__}.{type(stage).__qualname__})"
+    if not package:
+        raise ConfigError(f"{where}: shipped_files need the stage's module to be inside a package")
+    out: dict[str, bytes] = {}
+    for name in names:
+        if not isinstance(name, str) or not SHIPPED_NAME.match(name) or ".." in name.split("/"):
+            raise ConfigError(f"{where}: shipped file {name!r} is not a plain relative name (letters, digits, _.+- and /)")
+        try:
+            out[name] = ir.files(package).joinpath(name).read_bytes()
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{where}: shipped file {name!r} cannot be read from package {package}: {err}") from None
+    total = sum(map(len, out.values()))
+    if total > MAX_SHIPPED_BYTES:
+        raise ConfigError(f"{where}: shipped files hold {total} bytes, over {MAX_SHIPPED_BYTES}: ship data as inputs")
+    return out
 
 
 Built = ComponentSpec | MissingInput | BuildFailure

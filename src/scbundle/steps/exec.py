@@ -25,6 +25,7 @@ from sqlalchemy import update
 from scbundle.core.app import App
 from scbundle.core.errors import LinkDownError, ScbundleError, SiteUnsafeError, UnsafeNameError
 from scbundle.core.failpoints import failpoint
+from scbundle.core.resources import content_hash
 from scbundle.core.states import ComponentState, Fault, RunState
 from scbundle.core.text import printable
 from scbundle.db.claims import Claim
@@ -36,7 +37,7 @@ from scbundle.site.digests import DigestCache, DigestStats
 from scbundle.site.layout import manifest_dir, roots_args, tool_argv
 from scbundle.site.link import Transport, transport_for
 from scbundle.site.schedulers import scheduler_for
-from scbundle.site.tools import ensure_tools
+from scbundle.site.tools import ensure_shipped, ensure_tools
 from scbundle.site.transfer import write_push_tar, write_text_tar
 from scbundle.steps.common import StepReport, submit_context
 from scbundle.steps.loop import RunStep, describe, fault_of, run_step
@@ -150,7 +151,7 @@ def _read_requirements(path_base: Path) -> list[tuple[str, str, int]]:
     return rows
 
 
-LOCAL_ONLY = ("returned", "requirements.tsv", "products.tsv")  # read by exec and poll here, never on the site
+LOCAL_ONLY = ("returned", "requirements.tsv", "products.tsv", "shipped")  # read by exec and poll here, never sent with the bundle
 
 
 def _bundle_files(path_base: Path, run_dir: str) -> dict[str, bytes]:
@@ -161,6 +162,19 @@ def _bundle_files(path_base: Path, run_dir: str) -> dict[str, bytes]:
         for p in sorted(path_base.rglob("*"))
         if p.is_file() and p.relative_to(path_base).parts[0] not in LOCAL_ONLY
     }
+
+
+def _shipped_files(path_base: Path) -> tuple[str, dict[str, bytes]] | None:
+    """The stage's shipped files the bundle was prepared with (its local copy) and their site
+    directory; None for a stage that ships none (or a bundle made before them)."""
+    target = json.loads((path_base / "bundle.json").read_text()).get("shipped_dir")
+    if not target:
+        return None
+    root = path_base / "shipped"
+    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    if content_hash(files) != target.rsplit("/", 1)[-1]:
+        raise BundleMissing(f"bundle {path_base}: its copy of the stage's shipped files is not the one prepared for {target}: run `scbundle prepare` again")
+    return target, files
 
 
 def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Transport | None = None, digests: DigestCache | None = None) -> Executed:
@@ -182,6 +196,10 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Tran
         if digests is None:
             cache.close()
     note = ensure_tools(t, site)  # the tools are this account's and this installation's, or nothing runs
+    shipped = _shipped_files(path_base)
+    if shipped is not None:  # the stage's own files, the version prepare built the commands with
+        more = ensure_shipped(t, site, *shipped)
+        note = "; ".join(n for n in (note, more) if n) or None
     files = _bundle_files(path_base, ctx.run_dir)
     files[f"{ctx.run_dir}/input-files.tsv"] = listing  # what the runner checks before each component
     bundle = tool_argv(py, tools, "sc_remote.py", "unpack", *roots, mkdirs=[ctx.run_dir])  # a run directory of this account's alone

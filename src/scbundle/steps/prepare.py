@@ -16,6 +16,7 @@ from scbundle.core.app import App
 from scbundle.core.errors import BundleError, StateError, UnsafeNameError
 from scbundle.core.failpoints import failpoint
 from scbundle.core.names import check_run_names
+from scbundle.core.resources import content_hash, digest_list
 from scbundle.core.states import ComponentState, Fault, RunState
 from scbundle.core.text import printable
 from scbundle.db.bulk import update_rows
@@ -24,9 +25,9 @@ from scbundle.db.identity import installation_id
 from scbundle.db.models import RemoteComponent, RemoteRun
 from scbundle.db.runs import get_run, move
 from scbundle.ops.throttle import HeldBack, prepare_hold
-from scbundle.site.layout import job_name, remote_run_dir
+from scbundle.site.layout import job_name, remote_run_dir, shipped_dir
 from scbundle.site.schedulers import scheduler_for
-from scbundle.stages.base import ComponentSpec, build_isolated
+from scbundle.stages.base import ComponentSpec, build_isolated, shipped_file_bytes
 from scbundle.stages.registry import get_stage
 from scbundle.steps.common import StepReport, build_context
 from scbundle.steps.loop import RunStep, describe, fault_of, run_step
@@ -157,6 +158,9 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
             installation = installation_id(s)
             run_dir = remote_run_dir(site.permanent_root, st.name, remote_id, attempt, installation)
         ctx = build_context(app, run, run_dir)
+        shipped = shipped_file_bytes(st)  # the stage's own files, this version: the bundle keeps its copy
+        if shipped:
+            ctx = replace(ctx, shipped_dir=shipped_dir(site.permanent_root, st.name, content_hash(shipped)), shipped_names=frozenset(shipped))
         plan = BundlePlan(
             remote_id=remote_id,
             stage=st.name,
@@ -173,8 +177,12 @@ def _prepare_claimed(app: App, claim: Claim, stage: str | None) -> Prepared:
             account=site.account,
             partition=site.partition,
             installation=installation,
+            shipped_dir=ctx.shipped_dir,
+            shipped_digests=digest_list(shipped),
         )
         out = BundleDir(path_base)
+        for name, data in shipped.items():  # local only: exec ships them to ctx.shipped_dir
+            out.write_bytes(f"shipped/{name}", data)
         writer = BundleWriter(plan, out.open)
         request = None
         n_configs = 0
