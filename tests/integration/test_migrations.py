@@ -1,7 +1,7 @@
 """Every schema migration keeps every row: from each earlier revision (read from the migration
 scripts, so a new migration is covered without touching this file), a database filled with rows
 in every table (made from its reflected schema, with real references between them) is upgraded
-to head, and every row is still there with the same values. On SQLite and on PostgreSQL."""
+to head, and every row is still there with the same values. On SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, Table, insert, select
 
 from scbundle.db.migrate import MIGRATIONS, current_revision, head_revision, upgrade
+from scbundle.db.models import RemoteComponent, RemoteRun
 from scbundle.db.session import Database
 
 ROWS = 4  # rows a table
@@ -38,7 +39,7 @@ def _plain_value(table: Table, col, i: int, pk_offset: int):
     except NotImplementedError:
         kind = str
     serial = i + 1 + (pk_offset if col.primary_key else 0)
-    if kind is bool:
+    if kind is bool or getattr(col.type, "display_width", None) == 1:  # MySQL reflects a BOOLEAN as TINYINT(1)
         return i % 2 == 0
     if kind is int:
         return serial if col.primary_key else 1000 * (len(table.name) % 7 + 1) + i
@@ -101,11 +102,14 @@ def snapshot(conn: Connection) -> dict[str, dict[tuple, dict]]:
 def _database(request, tmp_path: Path, backend: str, rev: str) -> Database:
     if backend == "sqlite":
         return Database(f"sqlite:///{tmp_path / f'at-{rev}.db'}")
-    pg = request.getfixturevalue("pg_server")
-    return Database(pg.create_database(f"mig_{rev}_{uuid.uuid4().hex[:8]}"))
+    server = request.getfixturevalue({"postgresql": "pg_server", "mariadb": "maria_server"}[backend])
+    return Database(server.create_database(f"mig_{rev}_{uuid.uuid4().hex[:8]}"))
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+BACKENDS = ["sqlite", "postgresql", "mariadb"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("rev", EARLIER)
 def test_upgrade_from_every_revision_keeps_every_row(request, tmp_path, backend, rev):
     db = _database(request, tmp_path, backend, rev)
@@ -132,6 +136,32 @@ def test_upgrade_from_every_revision_keeps_every_row(request, tmp_path, backend,
             assert {k: now[k] for k in row if k not in gone} == {k: row[k] for k in row if k not in gone}, (
                 f"{name} {key}: values changed by the upgrade from {rev}"
             )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_float_column_keeps_a_time_to_the_microsecond(request, tmp_path, backend):
+    """A component's start and end (seconds since 1970) and a run's cost come back as written:
+    MySQL's FLOAT is single precision (1764633600.123456 would come back 1764633600)."""
+    db = _database(request, tmp_path, backend, "head")
+    t0, t1 = 1_764_633_600.123456, 1_764_633_725.654321
+    try:
+        upgrade(db)
+        with db.engine.begin() as conn:
+            md = _reflect(conn)
+            conn.execute(insert(md.tables["remote_run"]), [
+                {"remote_id": 1, "stage": "chip", "label": "l", "site": "local", "state": "full", "attempt": 1, "fault": 0,
+                 "job_policy": "fatal", "cost_seconds": 61.123456789, "job_seconds": t1 - t0}
+            ])  # fmt: skip
+            conn.execute(insert(md.tables["remote_component"]), [
+                {"remote_id": 1, "stage": "chip", "stage_id": 7, "state": "full", "fault": 0, "attempts": 1, "t_start": t0, "t_end": t1}
+            ])  # fmt: skip
+        with db.engine.connect() as conn:  # read as scbundle reads them: through its models
+            run = conn.execute(select(RemoteRun.cost_seconds, RemoteRun.job_seconds)).one()._mapping
+            comp = conn.execute(select(RemoteComponent.t_start, RemoteComponent.t_end)).one()._mapping
+    finally:
+        db.engine.dispose()
+    assert (comp["t_start"], comp["t_end"]) == (t0, t1)
+    assert (run["cost_seconds"], run["job_seconds"]) == (61.123456789, t1 - t0)
 
 
 def _dropped_columns(table: str) -> set[str]:

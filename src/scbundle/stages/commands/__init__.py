@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Integer, MetaData, String, Text, func, select
+from sqlalchemy import ForeignKey, Integer, MetaData, String, Text, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from scbundle.db.models import NAMING, RemoteRun
+from scbundle.db.models import DOUBLE, NAMING, RemoteRun
 from scbundle.site.pathmap import PathMap
 from scbundle.stages.base import (
     BuildContext,
@@ -47,6 +47,7 @@ from scbundle.stages.common import Sizes, chunks, not_in_a_run, upsert
 
 class CommandsBase(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {float: DOUBLE}
 
 
 class CommandsTask(CommandsBase):
@@ -59,7 +60,7 @@ class CommandsTask(CommandsBase):
     command: Mapped[str] = mapped_column(Text)  # JSON list of words
     inputs: Mapped[str] = mapped_column(Text)  # JSON list of local paths
     outputs: Mapped[str] = mapped_column(Text)  # JSON list of local paths brought back
-    cost: Mapped[float | None] = mapped_column(Float)
+    cost: Mapped[float | None] = mapped_column(DOUBLE)
     threads: Mapped[int | None] = mapped_column(Integer)
     created: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
 

@@ -6,11 +6,16 @@ Create Date: 2026-11-23 12:15:11.507914
 """
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = '0001'
 down_revision = None
 branch_labels = None
 depends_on = None
+
+# a float is a double everywhere: MySQL's FLOAT is single precision (a time in seconds
+# since 1970 would keep about two minutes); SQLite and PostgreSQL get what they always got
+FLOAT = sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), 'mysql', 'mariadb')
 
 
 def upgrade() -> None:
@@ -84,8 +89,8 @@ def upgrade() -> None:
     sa.Column('exit_code', sa.Integer(), nullable=True),
     sa.Column('rank', sa.Integer(), nullable=True),
     sa.Column('host', sa.String(length=128), nullable=True),
-    sa.Column('t_start', sa.Float(), nullable=True),
-    sa.Column('t_end', sa.Float(), nullable=True),
+    sa.Column('t_start', FLOAT, nullable=True),
+    sa.Column('t_end', FLOAT, nullable=True),
     sa.ForeignKeyConstraint(['remote_id'], ['remote_run.remote_id'], name=op.f('fk_remote_component_remote_id_remote_run'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_remote_component')),
     sa.UniqueConstraint('stage', 'stage_id', name='uq_remote_component_stage_work')
@@ -99,14 +104,14 @@ def upgrade() -> None:
     sa.Column('remote_id', sa.Integer(), nullable=False),
     sa.Column('stats_uri', sa.String(length=1024), nullable=True),
     sa.Column('processed_uri', sa.String(length=1024), nullable=True),
-    sa.Column('mean', sa.Float(), nullable=True),
-    sa.Column('stdev', sa.Float(), nullable=True),
-    sa.Column('median', sa.Float(), nullable=True),
+    sa.Column('mean', FLOAT, nullable=True),
+    sa.Column('stdev', FLOAT, nullable=True),
+    sa.Column('median', FLOAT, nullable=True),
     sa.Column('npix', sa.Integer(), nullable=True),
     sa.Column('nsat', sa.Integer(), nullable=True),
-    sa.Column('bg_min', sa.Float(), nullable=True),
-    sa.Column('bg_max', sa.Float(), nullable=True),
-    sa.Column('dtime_chip', sa.Float(), nullable=True),
+    sa.Column('bg_min', FLOAT, nullable=True),
+    sa.Column('bg_max', FLOAT, nullable=True),
+    sa.Column('dtime_chip', FLOAT, nullable=True),
     sa.ForeignKeyConstraint(['imfile_id'], ['imfile.imfile_id'], name=op.f('fk_chip_result_imfile_id_imfile')),
     sa.ForeignKeyConstraint(['remote_id'], ['remote_run.remote_id'], name=op.f('fk_chip_result_remote_id_remote_run')),
     sa.PrimaryKeyConstraint('imfile_id', name=op.f('pk_chip_result'))

@@ -6,11 +6,16 @@ Create Date: 2026-11-23 15:30:00
 """
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = '0004'
 down_revision = '0003'
 branch_labels = None
 depends_on = None
+
+# a float is a double everywhere: MySQL's FLOAT is single precision (a time in seconds
+# since 1970 would keep about two minutes); SQLite and PostgreSQL get what they always got
+FLOAT = sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), 'mysql', 'mariadb')
 
 
 def upgrade() -> None:
@@ -18,9 +23,9 @@ def upgrade() -> None:
     sa.Column('skycell_id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('tess', sa.String(length=32), nullable=False),
-    sa.Column('proj_ra_deg', sa.Float(), nullable=False),
-    sa.Column('proj_dec_deg', sa.Float(), nullable=False),
-    sa.Column('scale_arcsec', sa.Float(), nullable=False),
+    sa.Column('proj_ra_deg', FLOAT, nullable=False),
+    sa.Column('proj_dec_deg', FLOAT, nullable=False),
+    sa.Column('scale_arcsec', FLOAT, nullable=False),
     sa.Column('x0', sa.Integer(), nullable=False),
     sa.Column('y0', sa.Integer(), nullable=False),
     sa.Column('width', sa.Integer(), nullable=False),
@@ -48,14 +53,14 @@ def upgrade() -> None:
     sa.Column('stats_uri', sa.String(length=1024), nullable=True),
     sa.Column('n_chips', sa.Integer(), nullable=True),
     sa.Column('npix', sa.Integer(), nullable=True),
-    sa.Column('mean', sa.Float(), nullable=True),
-    sa.Column('stdev', sa.Float(), nullable=True),
-    sa.Column('median', sa.Float(), nullable=True),
-    sa.Column('sky', sa.Float(), nullable=True),
-    sa.Column('sky_spread', sa.Float(), nullable=True),
+    sa.Column('mean', FLOAT, nullable=True),
+    sa.Column('stdev', FLOAT, nullable=True),
+    sa.Column('median', FLOAT, nullable=True),
+    sa.Column('sky', FLOAT, nullable=True),
+    sa.Column('sky_spread', FLOAT, nullable=True),
     sa.Column('width', sa.Integer(), nullable=True),
     sa.Column('height', sa.Integer(), nullable=True),
-    sa.Column('dtime_cam', sa.Float(), nullable=True),
+    sa.Column('dtime_cam', FLOAT, nullable=True),
     sa.ForeignKeyConstraint(['exp_id'], ['exposure.exp_id'], name=op.f('fk_cam_result_exp_id_exposure')),
     sa.ForeignKeyConstraint(['remote_id'], ['remote_run.remote_id'], name=op.f('fk_cam_result_remote_id_remote_run')),
     sa.PrimaryKeyConstraint('exp_id', name=op.f('pk_cam_result'))
@@ -78,7 +83,7 @@ def upgrade() -> None:
     sa.Column('warp_id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('exp_id', sa.Integer(), nullable=False),
     sa.Column('skycell_id', sa.Integer(), nullable=False),
-    sa.Column('overlap', sa.Float(), nullable=False),
+    sa.Column('overlap', FLOAT, nullable=False),
     sa.Column('created', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
     sa.ForeignKeyConstraint(['exp_id'], ['exposure.exp_id'], name=op.f('fk_warp_exp_id_exposure')),
     sa.ForeignKeyConstraint(['skycell_id'], ['skycell.skycell_id'], name=op.f('fk_warp_skycell_id_skycell')),
@@ -103,12 +108,12 @@ def upgrade() -> None:
     sa.Column('stats_uri', sa.String(length=1024), nullable=True),
     sa.Column('n_inputs', sa.Integer(), nullable=True),
     sa.Column('npix', sa.Integer(), nullable=True),
-    sa.Column('coverage', sa.Float(), nullable=True),
-    sa.Column('depth', sa.Float(), nullable=True),
-    sa.Column('mean', sa.Float(), nullable=True),
-    sa.Column('stdev', sa.Float(), nullable=True),
-    sa.Column('median', sa.Float(), nullable=True),
-    sa.Column('dtime_stack', sa.Float(), nullable=True),
+    sa.Column('coverage', FLOAT, nullable=True),
+    sa.Column('depth', FLOAT, nullable=True),
+    sa.Column('mean', FLOAT, nullable=True),
+    sa.Column('stdev', FLOAT, nullable=True),
+    sa.Column('median', FLOAT, nullable=True),
+    sa.Column('dtime_stack', FLOAT, nullable=True),
     sa.ForeignKeyConstraint(['remote_id'], ['remote_run.remote_id'], name=op.f('fk_stack_result_remote_id_remote_run')),
     sa.ForeignKeyConstraint(['stack_id'], ['stack.stack_id'], name=op.f('fk_stack_result_stack_id_stack')),
     sa.PrimaryKeyConstraint('stack_id', name=op.f('pk_stack_result'))
@@ -119,11 +124,11 @@ def upgrade() -> None:
     sa.Column('image_uri', sa.String(length=1024), nullable=True),
     sa.Column('stats_uri', sa.String(length=1024), nullable=True),
     sa.Column('npix', sa.Integer(), nullable=True),
-    sa.Column('coverage', sa.Float(), nullable=True),
-    sa.Column('mean', sa.Float(), nullable=True),
-    sa.Column('stdev', sa.Float(), nullable=True),
-    sa.Column('median', sa.Float(), nullable=True),
-    sa.Column('dtime_warp', sa.Float(), nullable=True),
+    sa.Column('coverage', FLOAT, nullable=True),
+    sa.Column('mean', FLOAT, nullable=True),
+    sa.Column('stdev', FLOAT, nullable=True),
+    sa.Column('median', FLOAT, nullable=True),
+    sa.Column('dtime_warp', FLOAT, nullable=True),
     sa.ForeignKeyConstraint(['remote_id'], ['remote_run.remote_id'], name=op.f('fk_warp_result_remote_id_remote_run')),
     sa.ForeignKeyConstraint(['warp_id'], ['warp.warp_id'], name=op.f('fk_warp_result_warp_id_warp')),
     sa.PrimaryKeyConstraint('warp_id', name=op.f('pk_warp_result'))
@@ -132,9 +137,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('binned_uri', sa.String(length=1024), nullable=True))
 
     with op.batch_alter_table('exposure', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('ra_deg', sa.Float(), nullable=True))
-        batch_op.add_column(sa.Column('dec_deg', sa.Float(), nullable=True))
-        batch_op.add_column(sa.Column('rot_deg', sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column('ra_deg', FLOAT, nullable=True))
+        batch_op.add_column(sa.Column('dec_deg', FLOAT, nullable=True))
+        batch_op.add_column(sa.Column('rot_deg', FLOAT, nullable=True))
 
     with op.batch_alter_table('remote_run', schema=None) as batch_op:
         batch_op.add_column(sa.Column('advanced', sa.Boolean(), server_default=sa.false(), nullable=False))

@@ -8,11 +8,16 @@ The first revision of the `commands` branch; it needs the engine's remote_run (0
 """
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = 'c0001'
 down_revision = None
 branch_labels = ('commands',)
 depends_on = '0005'
+
+# a float is a double everywhere: MySQL's FLOAT is single precision (a time in seconds
+# since 1970 would keep about two minutes); SQLite and PostgreSQL get what they always got
+FLOAT = sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), 'mysql', 'mariadb')
 
 
 def upgrade() -> None:
@@ -23,7 +28,7 @@ def upgrade() -> None:
         sa.Column('command', sa.Text(), nullable=False),
         sa.Column('inputs', sa.Text(), nullable=False),
         sa.Column('outputs', sa.Text(), nullable=False),
-        sa.Column('cost', sa.Float(), nullable=True),
+        sa.Column('cost', FLOAT, nullable=True),
         sa.Column('threads', sa.Integer(), nullable=True),
         sa.Column('created', sa.DateTime(), server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
         sa.PrimaryKeyConstraint('task_id', name=op.f('pk_commands_task')),
