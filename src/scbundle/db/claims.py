@@ -8,7 +8,9 @@ revert and retire each claim a run before working on it. One model on every back
   away with the process: on SQLite an exclusive ``flock`` on a lock file per run beside the
   database file (the kernel drops it); on PostgreSQL a session-level advisory lock
   (``pg_try_advisory_lock``) on a connection of the claim's own (the server drops it with the
-  connection). Another process skips a claimed run at once.
+  connection); on MariaDB / MySQL a named lock (``GET_LOCK(name, 0)``), session-level as well,
+  on a connection of the claim's own (gone with the connection), its name carrying the
+  database's (named locks are server-wide). Another process skips a claimed run at once.
 - the state is read again once the claim is held, and every write is its own short
   transaction (``claim.session()``, BEGIN IMMEDIATE on SQLite) that re-reads the run's state
   before changing it (compare-and-set, ``db.runs.get_run(..., lock=True)``). So a step's writes
@@ -19,13 +21,15 @@ revert and retire each claim a run before working on it. One model on every back
 A throttle that counts runs per site (max_in_flight, max_prepared) must count and add under one
 lock, or two processes both see room for one more: ``site_lock`` names a per-site lock taken
 before the run is claimed and held as long as the claim (SQLite: a flock on a per-site lock
-file; PostgreSQL: a session-level advisory lock on the claim's connection). Only configured
+file; PostgreSQL: a session-level advisory lock on the claim's connection; MariaDB: a named lock
+on it). Only configured
 throttles take it, so by default claims on one site never wait for each other.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import socket
@@ -40,6 +44,7 @@ from sqlalchemy.orm import Session
 
 from scbundle.core.errors import StateError
 from scbundle.core.private import open_private, private_dir
+from scbundle.db.locks import MYSQL_LOCK_WAIT, mysql_get_lock, mysql_lock_name
 from scbundle.db.models import RemoteRun
 from scbundle.db.runs import get_run
 from scbundle.db.session import Database
@@ -66,7 +71,7 @@ class Claim:
 def claim_run(db: Database, remote_id: int, states: Sequence[str], *, site_lock: str | None = None) -> Iterator[Claim | None]:
     """Claim run ``remote_id`` if it is in one of ``states`` and no other process holds it;
     yields the Claim, or None (held elsewhere, gone, or in another state: see ``unclaimed``)."""
-    claim = _claim_postgresql if db.backend == "postgresql" else _claim_file
+    claim = {"postgresql": _claim_postgresql, "mysql": _claim_mysql, "mariadb": _claim_mysql}.get(db.backend, _claim_file)
     with claim(db, remote_id, list(states), site_lock) as c:
         yield c
 
@@ -109,6 +114,38 @@ def _claim_postgresql(db: Database, remote_id: int, states: list[str], site_lock
         except Exception:
             conn.invalidate()  # the server drops the session, and its locks with it
         conn.close()
+
+
+# --- MariaDB / MySQL: session-level named locks -----------------------------------------------
+
+
+@contextmanager
+def _claim_mysql(db: Database, remote_id: int, states: list[str], site_lock: str | None) -> Iterator[Claim | None]:
+    conn = db.engine.connect()  # the claim's own connection: its session holds the locks
+    try:
+        if site_lock is not None:
+            if not mysql_get_lock(conn, mysql_lock_name(conn, f"site.{_site_key(site_lock)}"), MYSQL_LOCK_WAIT):
+                raise ClaimBusy(f"site {site_lock}: its throttle lock was not free within a year")
+        got = mysql_get_lock(conn, mysql_lock_name(conn, f"run.{remote_id}"), 0)
+        conn.commit()
+        if not got:
+            yield None
+            return
+        with db.read_session() as s:  # the state now that the claim is ours
+            run = s.scalars(select(RemoteRun).where(RemoteRun.remote_id == remote_id, RemoteRun.state.in_(states))).first()
+        yield Claim(run, db) if run is not None else None
+    finally:
+        try:  # a pooled connection keeps named locks: give them back before it goes back
+            conn.exec_driver_sql("DO RELEASE_ALL_LOCKS()")
+            conn.commit()
+        except Exception:
+            conn.invalidate()  # the server drops the session, and its locks with it
+        conn.close()
+
+
+def _site_key(name: str) -> str:
+    """A site name as a short part of a lock name (within the 64 characters of MySQL's)."""
+    return hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
 # --- SQLite (and any backend without row locks): lock files ------------------------------------
