@@ -164,6 +164,24 @@ def test_a_float_column_keeps_a_time_to_the_microsecond(request, tmp_path, backe
     assert (run["cost_seconds"], run["job_seconds"]) == (61.123456789, t1 - t0)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_commands_task_keeps_a_long_list_of_inputs(request, tmp_path, backend):
+    """A task's inputs (a JSON list of paths) past 64 KiB, MySQL's TEXT, are stored whole."""
+    from scbundle.stages.commands import CommandsTask
+
+    db = _database(request, tmp_path, backend, "head")
+    inputs = "[" + ", ".join(f'"/data/night/{i:06d}/exposure-{i:06d}.fits"' for i in range(3000)) + "]"
+    assert len(inputs) > 64 * 1024
+    try:
+        upgrade(db)
+        with db.session() as s:
+            s.add(CommandsTask(key="k", command='["cat"]', inputs=inputs, outputs="[]"))
+        with db.read_session() as s:
+            assert s.scalars(select(CommandsTask.inputs)).one() == inputs
+    finally:
+        db.engine.dispose()
+
+
 def _dropped_columns(table: str) -> set[str]:
     """Columns a later migration dropped on purpose (none so far): name them here with the
     migration that drops them, so losing one is a decision, not an accident."""
