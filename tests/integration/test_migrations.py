@@ -14,6 +14,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, Table, insert, select
 
+from scbundle.core.errors import DatabaseError
 from scbundle.db.migrate import MIGRATIONS, current_revision, head_revision, upgrade
 from scbundle.db.models import RemoteComponent, RemoteRun
 from scbundle.db.session import Database
@@ -178,6 +179,24 @@ def test_a_commands_task_keeps_a_long_list_of_inputs(request, tmp_path, backend)
             s.add(CommandsTask(key="k", command='["cat"]', inputs=inputs, outputs="[]"))
         with db.read_session() as s:
             assert s.scalars(select(CommandsTask.inputs)).one() == inputs
+    finally:
+        db.engine.dispose()
+
+
+def test_a_first_upgrade_beside_a_table_of_the_same_name_on_mariadb_changes_nothing(maria_server):
+    """IPP's gpc1 has a `skycell` table; MariaDB commits each CREATE at once, so an upgrade that
+    stopped on it would leave the tables made before it behind. It refuses before it starts."""
+    url = maria_server.create_database(f"gpc1_{uuid.uuid4().hex[:8]}")
+    db = Database(url)
+    try:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE skycell (tess_id VARCHAR(64), skycell_id VARCHAR(64), radeg FLOAT, "
+                                 "PRIMARY KEY (tess_id, skycell_id)) ENGINE=innodb DEFAULT CHARSET=latin1")  # fmt: skip
+        with pytest.raises(DatabaseError) as err:
+            upgrade(db)
+        assert "already has table(s) skycell" in str(err.value) and "nothing was changed" in str(err.value)
+        assert db.table_names() == ["skycell"]
+        assert current_revision(db) is None
     finally:
         db.engine.dispose()
 
