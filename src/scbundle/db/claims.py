@@ -34,12 +34,13 @@ import os
 import re
 import socket
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
 from scbundle.core.errors import StateError
@@ -71,7 +72,8 @@ class Claim:
 def claim_run(db: Database, remote_id: int, states: Sequence[str], *, site_lock: str | None = None) -> Iterator[Claim | None]:
     """Claim run ``remote_id`` if it is in one of ``states`` and no other process holds it;
     yields the Claim, or None (held elsewhere, gone, or in another state: see ``unclaimed``)."""
-    claim = {"postgresql": _claim_postgresql, "mysql": _claim_mysql, "mariadb": _claim_mysql}.get(db.backend, _claim_file)
+    server = {"postgresql": PG_LOCKS, "mysql": MYSQL_LOCKS, "mariadb": MYSQL_LOCKS}.get(db.backend)
+    claim = partial(_claim_session_locks, server) if server is not None else _claim_file
     with claim(db, remote_id, list(states), site_lock) as c:
         yield c
 
@@ -86,20 +88,62 @@ def unclaimed(db: Database, remote_id: int, states: Sequence[str], step: str) ->
     return ClaimBusy(f"remote_id {remote_id}: another process is working on it ({step} skipped it); try again later")
 
 
-# --- PostgreSQL: session-level advisory locks ------------------------------------------------
+# --- PostgreSQL and MariaDB / MySQL: session-level locks on the claim's own connection ----------
+
+
+@dataclass(frozen=True)
+class _ServerLocks:
+    """How one server takes a claim's locks on a connection's session, and gives them back."""
+
+    take_site: Callable[[Connection, str], None]  # waits its turn
+    try_run: Callable[[Connection, int], bool]  # False at once when another session holds it
+    release_all: Callable[[Connection], None]
 
 
 def _pg_key(name: str):
     return func.hashtextextended(f"scbundle:{name}", 0)
 
 
+def _pg_take_site(conn: Connection, site: str) -> None:
+    conn.execute(select(func.pg_advisory_lock(_pg_key(f"site:{site}"))))
+
+
+def _pg_try_run(conn: Connection, remote_id: int) -> bool:
+    return bool(conn.execute(select(func.pg_try_advisory_lock(_pg_key(f"run:{remote_id}")))).scalar())
+
+
+def _pg_release_all(conn: Connection) -> None:
+    conn.execute(select(func.pg_advisory_unlock_all()))
+
+
+PG_LOCKS = _ServerLocks(_pg_take_site, _pg_try_run, _pg_release_all)  # advisory locks
+
+
+def _mysql_take_site(conn: Connection, site: str) -> None:
+    if not mysql_get_lock(conn, mysql_lock_name(conn, f"site.{_site_key(site)}"), MYSQL_LOCK_WAIT):
+        raise ClaimBusy(f"site {site}: its throttle lock was not free within a year")
+
+
+def _mysql_try_run(conn: Connection, remote_id: int) -> bool:
+    return mysql_get_lock(conn, mysql_lock_name(conn, f"run.{remote_id}"), 0)
+
+
+def _mysql_release_all(conn: Connection) -> None:
+    conn.exec_driver_sql("DO RELEASE_ALL_LOCKS()")
+
+
+MYSQL_LOCKS = _ServerLocks(_mysql_take_site, _mysql_try_run, _mysql_release_all)  # named locks
+
+
 @contextmanager
-def _claim_postgresql(db: Database, remote_id: int, states: list[str], site_lock: str | None) -> Iterator[Claim | None]:
+def _claim_session_locks(
+    locks: _ServerLocks, db: Database, remote_id: int, states: list[str], site_lock: str | None
+) -> Iterator[Claim | None]:
     conn = db.engine.connect()  # the claim's own connection: its session holds the locks
     try:
         if site_lock is not None:
-            conn.execute(select(func.pg_advisory_lock(_pg_key(f"site:{site_lock}"))))
-        got = conn.execute(select(func.pg_try_advisory_lock(_pg_key(f"run:{remote_id}")))).scalar()
+            locks.take_site(conn, site_lock)
+        got = locks.try_run(conn, remote_id)
         conn.commit()
         if not got:
             yield None
@@ -109,34 +153,7 @@ def _claim_postgresql(db: Database, remote_id: int, states: list[str], site_lock
         yield Claim(run, db) if run is not None else None
     finally:
         try:  # a pooled connection keeps session locks: give them back before it goes back
-            conn.execute(select(func.pg_advisory_unlock_all()))
-            conn.commit()
-        except Exception:
-            conn.invalidate()  # the server drops the session, and its locks with it
-        conn.close()
-
-
-# --- MariaDB / MySQL: session-level named locks -----------------------------------------------
-
-
-@contextmanager
-def _claim_mysql(db: Database, remote_id: int, states: list[str], site_lock: str | None) -> Iterator[Claim | None]:
-    conn = db.engine.connect()  # the claim's own connection: its session holds the locks
-    try:
-        if site_lock is not None:
-            if not mysql_get_lock(conn, mysql_lock_name(conn, f"site.{_site_key(site_lock)}"), MYSQL_LOCK_WAIT):
-                raise ClaimBusy(f"site {site_lock}: its throttle lock was not free within a year")
-        got = mysql_get_lock(conn, mysql_lock_name(conn, f"run.{remote_id}"), 0)
-        conn.commit()
-        if not got:
-            yield None
-            return
-        with db.read_session() as s:  # the state now that the claim is ours
-            run = s.scalars(select(RemoteRun).where(RemoteRun.remote_id == remote_id, RemoteRun.state.in_(states))).first()
-        yield Claim(run, db) if run is not None else None
-    finally:
-        try:  # a pooled connection keeps named locks: give them back before it goes back
-            conn.exec_driver_sql("DO RELEASE_ALL_LOCKS()")
+            locks.release_all(conn)
             conn.commit()
         except Exception:
             conn.invalidate()  # the server drops the session, and its locks with it
