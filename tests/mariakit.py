@@ -202,7 +202,7 @@ def reap_left_behind() -> list[str]:
     """Stop the servers of earlier test sessions whose owner process is gone, and remove their
     directories; returns the directories removed."""
     gone = []
-    for d in glob.glob(f"/tmp/{PREFIX}*-"):
+    for d in glob.glob(f"/tmp/{PREFIX}[0-9]*-*"):
         base = Path(d)
         try:
             owner = int((base / "owner.pid").read_text())
