@@ -183,6 +183,26 @@ def test_a_commands_task_keeps_a_long_list_of_inputs(request, tmp_path, backend)
         db.engine.dispose()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_labels_and_keys_that_differ_in_case_are_different(request, tmp_path, backend):
+    """MariaDB's default collation is case-insensitive: `--label night1` would take in the runs of
+    Night1, and task keys "A" and "a" would clash. scbundle's tables compare exactly."""
+    from scbundle.stages.commands import CommandsTask
+
+    db = _database(request, tmp_path, backend, "head")
+    try:
+        upgrade(db)
+        with db.session() as s:
+            s.add_all([RemoteRun(stage="chip", label=label, site="local", state="new", job_policy="fatal", attempt=1, fault=0)
+                       for label in ("Night1", "night1")])  # fmt: skip
+            s.add_all([CommandsTask(key=key, command='["true"]', inputs="[]", outputs="[]") for key in ("A", "a")])
+        with db.read_session() as s:
+            assert s.scalars(select(RemoteRun.label).where(RemoteRun.label == "night1")).all() == ["night1"]
+            assert s.scalars(select(CommandsTask.key).where(CommandsTask.key == "a")).all() == ["a"]
+    finally:
+        db.engine.dispose()
+
+
 def test_a_first_upgrade_beside_a_table_of_the_same_name_on_mariadb_changes_nothing(maria_server):
     """IPP's gpc1 has a `skycell` table; MariaDB commits each CREATE at once, so an upgrade that
     stopped on it would leave the tables made before it behind. It refuses before it starts."""

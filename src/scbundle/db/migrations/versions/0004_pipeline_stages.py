@@ -16,6 +16,9 @@ depends_on = None
 # a float is a double everywhere: MySQL's FLOAT is single precision (a time in seconds
 # since 1970 would keep about two minutes); SQLite and PostgreSQL get what they always got
 FLOAT = sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), 'mysql', 'mariadb')
+# scbundle's names compare exactly on MariaDB/MySQL too (labels, keys): a binary collation, not the
+# server's case-insensitive default; SQLite and PostgreSQL ignore these options
+MYSQL_TABLE = {'mysql_charset': 'utf8mb4', 'mysql_collate': 'utf8mb4_bin'}
 
 
 def upgrade() -> None:
@@ -31,7 +34,8 @@ def upgrade() -> None:
     sa.Column('width', sa.Integer(), nullable=False),
     sa.Column('height', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('skycell_id', name=op.f('pk_skycell')),
-    sa.UniqueConstraint('name', name=op.f('uq_skycell_name'))
+    sa.UniqueConstraint('name', name=op.f('uq_skycell_name')),
+    **MYSQL_TABLE,
     )
     op.create_table('advance_block',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -41,7 +45,8 @@ def upgrade() -> None:
     sa.Column('item', sa.String(length=128), nullable=False),
     sa.Column('reason', sa.String(length=1000), nullable=False),
     sa.ForeignKeyConstraint(['remote_id'], ['remote_run.remote_id'], name=op.f('fk_advance_block_remote_id_remote_run'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_advance_block'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_advance_block')),
+    **MYSQL_TABLE,
     )
     with op.batch_alter_table('advance_block', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_advance_block_remote_id'), ['remote_id'], unique=False)
@@ -63,7 +68,8 @@ def upgrade() -> None:
     sa.Column('dtime_cam', FLOAT, nullable=True),
     sa.ForeignKeyConstraint(['exp_id'], ['exposure.exp_id'], name=op.f('fk_cam_result_exp_id_exposure')),
     sa.ForeignKeyConstraint(['remote_id'], ['remote_run.remote_id'], name=op.f('fk_cam_result_remote_id_remote_run')),
-    sa.PrimaryKeyConstraint('exp_id', name=op.f('pk_cam_result'))
+    sa.PrimaryKeyConstraint('exp_id', name=op.f('pk_cam_result')),
+    **MYSQL_TABLE,
     )
     op.create_table('stack',
     sa.Column('stack_id', sa.Integer(), autoincrement=True, nullable=False),
@@ -74,7 +80,8 @@ def upgrade() -> None:
     sa.Column('created', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
     sa.ForeignKeyConstraint(['skycell_id'], ['skycell.skycell_id'], name=op.f('fk_stack_skycell_id_skycell')),
     sa.PrimaryKeyConstraint('stack_id', name=op.f('pk_stack')),
-    sa.UniqueConstraint('skycell_id', 'filter', 'inputs_key', name='uq_stack_skycell_inputs')
+    sa.UniqueConstraint('skycell_id', 'filter', 'inputs_key', name='uq_stack_skycell_inputs'),
+    **MYSQL_TABLE,
     )
     with op.batch_alter_table('stack', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_stack_skycell_id'), ['skycell_id'], unique=False)
@@ -88,7 +95,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['exp_id'], ['exposure.exp_id'], name=op.f('fk_warp_exp_id_exposure')),
     sa.ForeignKeyConstraint(['skycell_id'], ['skycell.skycell_id'], name=op.f('fk_warp_skycell_id_skycell')),
     sa.PrimaryKeyConstraint('warp_id', name=op.f('pk_warp')),
-    sa.UniqueConstraint('exp_id', 'skycell_id', name='uq_warp_exposure_skycell')
+    sa.UniqueConstraint('exp_id', 'skycell_id', name='uq_warp_exposure_skycell'),
+    **MYSQL_TABLE,
     )
     with op.batch_alter_table('warp', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_warp_exp_id'), ['exp_id'], unique=False)
@@ -99,7 +107,8 @@ def upgrade() -> None:
     sa.Column('warp_id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['stack_id'], ['stack.stack_id'], name=op.f('fk_stack_input_stack_id_stack'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['warp_id'], ['warp.warp_id'], name=op.f('fk_stack_input_warp_id_warp')),
-    sa.PrimaryKeyConstraint('stack_id', 'warp_id', name=op.f('pk_stack_input'))
+    sa.PrimaryKeyConstraint('stack_id', 'warp_id', name=op.f('pk_stack_input')),
+    **MYSQL_TABLE,
     )
     op.create_table('stack_result',
     sa.Column('stack_id', sa.Integer(), nullable=False),
@@ -116,7 +125,8 @@ def upgrade() -> None:
     sa.Column('dtime_stack', FLOAT, nullable=True),
     sa.ForeignKeyConstraint(['remote_id'], ['remote_run.remote_id'], name=op.f('fk_stack_result_remote_id_remote_run')),
     sa.ForeignKeyConstraint(['stack_id'], ['stack.stack_id'], name=op.f('fk_stack_result_stack_id_stack')),
-    sa.PrimaryKeyConstraint('stack_id', name=op.f('pk_stack_result'))
+    sa.PrimaryKeyConstraint('stack_id', name=op.f('pk_stack_result')),
+    **MYSQL_TABLE,
     )
     op.create_table('warp_result',
     sa.Column('warp_id', sa.Integer(), nullable=False),
@@ -131,7 +141,8 @@ def upgrade() -> None:
     sa.Column('dtime_warp', FLOAT, nullable=True),
     sa.ForeignKeyConstraint(['remote_id'], ['remote_run.remote_id'], name=op.f('fk_warp_result_remote_id_remote_run')),
     sa.ForeignKeyConstraint(['warp_id'], ['warp.warp_id'], name=op.f('fk_warp_result_warp_id_warp')),
-    sa.PrimaryKeyConstraint('warp_id', name=op.f('pk_warp_result'))
+    sa.PrimaryKeyConstraint('warp_id', name=op.f('pk_warp_result')),
+    **MYSQL_TABLE,
     )
     with op.batch_alter_table('chip_result', schema=None) as batch_op:
         batch_op.add_column(sa.Column('binned_uri', sa.String(length=1024), nullable=True))

@@ -20,6 +20,9 @@ depends_on = '0005'
 FLOAT = sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), 'mysql', 'mariadb')
 # MySQL's TEXT holds 64 KiB: a task's list of inputs can be longer (PostgreSQL's and SQLite's have no such limit)
 TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), 'mysql', 'mariadb')
+# scbundle's names compare exactly on MariaDB/MySQL too (labels, keys): a binary collation, not the
+# server's case-insensitive default; SQLite and PostgreSQL ignore these options
+MYSQL_TABLE = {'mysql_charset': 'utf8mb4', 'mysql_collate': 'utf8mb4_bin'}
 
 
 def upgrade() -> None:
@@ -35,6 +38,7 @@ def upgrade() -> None:
         sa.Column('created', sa.DateTime(), server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
         sa.PrimaryKeyConstraint('task_id', name=op.f('pk_commands_task')),
         sa.UniqueConstraint('key', name=op.f('uq_commands_task_key')),
+        **MYSQL_TABLE,
     )
     op.create_table(
         'commands_result',
@@ -44,6 +48,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(['task_id'], ['commands_task.task_id'], name=op.f('fk_commands_result_task_id_commands_task')),
         sa.ForeignKeyConstraint(['remote_id'], ['remote_run.remote_id'], name=op.f('fk_commands_result_remote_id_remote_run')),
         sa.PrimaryKeyConstraint('task_id', name=op.f('pk_commands_result')),
+        **MYSQL_TABLE,
     )
 
 
