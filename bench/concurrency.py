@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Concurrency: four `scbundle daemon` processes drive one PostgreSQL database for a minute
+"""Concurrency: four `scbundle daemon` processes drive one PostgreSQL (or MariaDB) database for a minute
 (prepare, exec and poll on the embedded `local` site, its jobs running on this machine), then
 every run still in flight is polled home. Counts, from the daemons' logs and the rows: runs
 prepared / submitted / replayed more than once (must be 0), components lost or doubled (must
 be 0), and the throughput.
 
-A private PostgreSQL is started with tests/pgkit.py (root runs it as `postgres`) unless
---database names one (an empty database).
+A private PostgreSQL is started with tests/pgkit.py (root runs it as `postgres`), or with
+--backend mariadb a private MariaDB with tests/mariakit.py, unless --database names one (an
+empty database).
 
-    python bench/concurrency.py [--workers 4] [--seconds 60] [--runs 300] [--per-run 10] [--database URL]
+    python bench/concurrency.py [--workers 4] [--seconds 60] [--runs 300] [--per-run 10] [--backend mariadb] [--database URL]
 """
 
 from __future__ import annotations
@@ -77,11 +78,15 @@ def main() -> None:
     ap.add_argument("--per-run", type=int, default=10)
     ap.add_argument("--max-in-flight", type=int, default=4, help="the site's throttle (the jobs share this machine)")
     ap.add_argument("--database", default=None)
+    ap.add_argument("--backend", choices=["postgresql", "mariadb"], default="postgresql", help="the private server started without --database")
     args = ap.parse_args()
     server = None
     if args.database is None:
         sys.path.insert(0, str(TESTS))
-        from pgkit import start_server
+        if args.backend == "mariadb":
+            from mariakit import start_server
+        else:
+            from pgkit import start_server
 
         server = start_server()
     try:

@@ -6,16 +6,18 @@ component states, the chip_result rows and the run's state. Goal: under 3 s.
 The job's result files are written here as the runner writes them (one JSON line a component,
 one file a rank), so no job runs. Prints figures; asserts nothing about time.
 
-    python bench/replay.py [--components 37200] [--database URL] [--profile]
+    python bench/replay.py [--components 37200] [--database URL | --backend mariadb] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
 import json
 import pstats
 import random
+import sys
 import tempfile
 from pathlib import Path
 
@@ -79,9 +81,25 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--components", type=int, default=37200)
     ap.add_argument("--database", default=None, help="a SQLAlchemy URL (default: SQLite in a temporary directory)")
+    ap.add_argument("--backend", choices=["postgresql", "mariadb"], default=None,
+                    help="a private server of this kind (tests/pgkit.py, tests/mariakit.py) instead of --database")
     ap.add_argument("--profile", action="store_true", help="print where the replay spends its time")
     ap.add_argument("--sort", default="cumulative", help="profile order (cumulative, tottime)")
     args = ap.parse_args()
+    server = None
+    if args.backend is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        kit = importlib.import_module("mariakit" if args.backend == "mariadb" else "pgkit")
+        server = kit.start_server()
+        args.database = server.url
+    try:
+        run(args)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="scb-bench-") as tmp:
         home = Path(tmp)
         app = make_app(home, args.database)

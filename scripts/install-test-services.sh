@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Install what the real ssh test site (tests/sitekit.py) and the real Slurm (tests/slurmkit.py) need,
 # from Debian's packages: sshd + ssh client, pam_oath + oathtool, ip (network namespaces), procps;
-# Slurm 22.05 (slurmctld, slurmd, the client commands) and munge; PostgreSQL (tests/pgkit.py).
+# Slurm 22.05 (slurmctld, slurmd, the client commands) and munge; PostgreSQL (tests/pgkit.py);
+# MariaDB (tests/mariakit.py).
 # Idempotent: installs only when a package is missing, runs `apt-get update` at most once, and never
-# starts (or leaves running) the system's ssh, munge or slurm services: the tests run their own.
+# starts (or leaves running) the system's ssh, munge, slurm, PostgreSQL or MariaDB services: the tests
+# run their own.
 set -euo pipefail
 
 PKGS=(openssh-server openssh-client libpam-oath oathtool iproute2 procps)
 PKGS+=(slurmctld slurmd slurm-client munge)
 PKGS+=(postgresql)  # initdb / pg_ctl for the private PostgreSQL of tests/pgkit.py (never the system cluster)
+PKGS+=(mariadb-server)  # mariadb-install-db / mariadbd for the private MariaDB of tests/mariakit.py (never the system one)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "install-test-services: no dpkg here; install ${PKGS[*]} (or equivalents) by hand" >&2
@@ -48,6 +51,10 @@ was_sshd_running=0
 if pgrep -x sshd >/dev/null 2>&1 || [ -e /run/sshd.pid ]; then was_sshd_running=1; fi
 # munge and slurm daemons that ran before the install (the tests' own, from tests/slurmkit.py) stay
 daemon_pids() { for d in munged slurmctld slurmd; do pgrep -x "$d" || true; done | sort; }
+# MariaDB servers that ran before (the tests' own, from tests/mariakit.py, run with --datadir under /tmp)
+# stay; Debian's mariadb-server postinst starts the system one (datadir /var/lib/mysql) unless forbidden
+maria_pids() { for d in mariadbd mysqld; do pgrep -x "$d" || true; done | sort; }
+maria_before=$(maria_pids)
 pids_before=$(daemon_pids)
 # Debian's postgresql creates a cluster "main" and starts it unless policy-rc.d forbids: the tests
 # run private clusters in /tmp (not registered with pg_lsclusters), so a cluster found online
@@ -87,6 +94,16 @@ for c in $new_clusters; do
   pg_ctlcluster "${c%/*}" "${c#*/}" stop >/dev/null 2>&1 || true
   stopped="${stopped}; stopped the PostgreSQL cluster ${c} the install started"
 done
+
+new_maria=$(comm -13 <(echo "$maria_before") <(maria_pids) | grep . || true)
+if [ -n "$new_maria" ]; then
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now mariadb.service >/dev/null 2>&1 || true
+  fi
+  # shellcheck disable=SC2086 # one pid a word
+  kill $new_maria 2>/dev/null || true
+  stopped="${stopped}; stopped the MariaDB server the install started (pids $(echo $new_maria))"
+fi
 
 if [ "$own_policy" = 1 ]; then how="service starts blocked by a temporary policy-rc.d"; else how="existing policy-rc.d kept"; fi
 echo "install-test-services: installed ${missing[*]} (apt-get update + install; ${how})${stopped}"

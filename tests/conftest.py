@@ -89,3 +89,8 @@ def slurm_site(test_site, slurm_cluster):
 from pgkit import pg_fixtures  # noqa: E402
 
 pg_server, pg_url = pg_fixtures(scope="session")
+
+# a private MariaDB server (tests/mariakit.py): one per test session; maria_url is its test database
+from mariakit import maria_fixtures  # noqa: E402
+
+maria_server, maria_url = maria_fixtures(scope="session")

@@ -1,4 +1,4 @@
-"""Several processes on one database (SQLite and a real PostgreSQL): claims, throttles, a replay
+"""Several processes on one database (SQLite, a real PostgreSQL and a real MariaDB): claims, throttles, a replay
 cut off by a server restart, a bundle deleted before exec. Real `scbundle` processes on the
 embedded `local` site; every check reads the rows."""
 
@@ -23,7 +23,8 @@ from sqlalchemy import create_engine, text
 
 from scbundle.core.config import embedded_default
 
-BACKENDS = ["sqlite", "postgresql"]
+BACKENDS = ["sqlite", "postgresql", "mariadb"]
+SERVERS = {"postgresql": "pg_server", "mariadb": "maria_server"}  # the fixture of each server backend
 
 
 @dataclass
@@ -82,9 +83,9 @@ def env(request, tmp_path: Path):
     if request.param == "sqlite":
         yield make_env(tmp_path, "sqlite")
         return
-    server = request.getfixturevalue("pg_server")
+    server = request.getfixturevalue(SERVERS[request.param])
     name = f"t_{uuid.uuid4().hex[:12]}"
-    yield make_env(tmp_path, "postgresql", server.create_database(name))
+    yield make_env(tmp_path, request.param, server.create_database(name))
     server.drop_database(name)
 
 
@@ -289,10 +290,11 @@ def test_killed_inside_a_claim_the_rerun_finishes_once(env, point):
 # --- the database server restarted under a replay ---------------------------------------------
 
 
-def test_replay_cut_off_by_a_server_restart_rolls_back_and_a_later_poll_finishes(request, tmp_path):
-    pg = request.getfixturevalue("pg_server")
+@pytest.mark.parametrize("backend", list(SERVERS))
+def test_replay_cut_off_by_a_server_restart_rolls_back_and_a_later_poll_finishes(request, tmp_path, backend):
+    pg = request.getfixturevalue(SERVERS[backend])
     name = f"t_{uuid.uuid4().hex[:12]}"
-    e = make_env(tmp_path, "postgresql", pg.create_database(name))
+    e = make_env(tmp_path, backend, pg.create_database(name))
     try:
         (rid,) = seed(e, runs=1, per_run=8)
         e.cli("prepare", "chip", "--remote-id", str(rid))

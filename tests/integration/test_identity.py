@@ -14,6 +14,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 import tomli_w
 from conftest import Cli
 
@@ -160,9 +161,11 @@ def test_a_daemon_whose_database_file_is_replaced_by_another_stops(cli, tmp_path
     assert code != 0 and str(cli.db_path) in line and "replaced by another file" in line
 
 
-def test_a_daemon_whose_postgresql_database_is_made_again_stops(cli, tmp_path, pg_server):
+@pytest.mark.parametrize("server", ["pg_server", "maria_server"])
+def test_a_daemon_whose_server_database_is_made_again_stops(request, cli, tmp_path, server):
     """dropdb, createdb, `scbundle db upgrade` under a running daemon: the server and the name
-    are the same, the installation id is not."""
+    are the same, the installation id is not (PostgreSQL and MariaDB)."""
+    pg_server = request.getfixturevalue(server)
     name = f"daemon_{uuid.uuid4().hex[:8]}"
     url = pg_server.create_database(name)
     cfg = embedded_default(cli.home)

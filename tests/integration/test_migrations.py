@@ -1,7 +1,7 @@
 """Every schema migration keeps every row: from each earlier revision (read from the migration
 scripts, so a new migration is covered without touching this file), a database filled with rows
 in every table (made from its reflected schema, with real references between them) is upgraded
-to head, and every row is still there with the same values. On SQLite and on PostgreSQL."""
+to head, and every row is still there with the same values. On SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, Table, insert, select
 
+from scbundle.core.errors import DatabaseError
 from scbundle.db.migrate import MIGRATIONS, current_revision, head_revision, upgrade
+from scbundle.db.models import RemoteComponent, RemoteRun
 from scbundle.db.session import Database
 
 ROWS = 4  # rows a table
@@ -38,7 +40,7 @@ def _plain_value(table: Table, col, i: int, pk_offset: int):
     except NotImplementedError:
         kind = str
     serial = i + 1 + (pk_offset if col.primary_key else 0)
-    if kind is bool:
+    if kind is bool or getattr(col.type, "display_width", None) == 1:  # MySQL reflects a BOOLEAN as TINYINT(1)
         return i % 2 == 0
     if kind is int:
         return serial if col.primary_key else 1000 * (len(table.name) % 7 + 1) + i
@@ -101,11 +103,14 @@ def snapshot(conn: Connection) -> dict[str, dict[tuple, dict]]:
 def _database(request, tmp_path: Path, backend: str, rev: str) -> Database:
     if backend == "sqlite":
         return Database(f"sqlite:///{tmp_path / f'at-{rev}.db'}")
-    pg = request.getfixturevalue("pg_server")
-    return Database(pg.create_database(f"mig_{rev}_{uuid.uuid4().hex[:8]}"))
+    server = request.getfixturevalue({"postgresql": "pg_server", "mariadb": "maria_server"}[backend])
+    return Database(server.create_database(f"mig_{rev}_{uuid.uuid4().hex[:8]}"))
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+BACKENDS = ["sqlite", "postgresql", "mariadb"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("rev", EARLIER)
 def test_upgrade_from_every_revision_keeps_every_row(request, tmp_path, backend, rev):
     db = _database(request, tmp_path, backend, rev)
@@ -132,6 +137,88 @@ def test_upgrade_from_every_revision_keeps_every_row(request, tmp_path, backend,
             assert {k: now[k] for k in row if k not in gone} == {k: row[k] for k in row if k not in gone}, (
                 f"{name} {key}: values changed by the upgrade from {rev}"
             )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_float_column_keeps_a_time_to_the_microsecond(request, tmp_path, backend):
+    """A component's start and end (seconds since 1970) and a run's cost come back as written:
+    MySQL's FLOAT is single precision (1764633600.123456 would come back 1764633600)."""
+    db = _database(request, tmp_path, backend, "head")
+    t0, t1 = 1_764_633_600.123456, 1_764_633_725.654321
+    try:
+        upgrade(db)
+        with db.engine.begin() as conn:
+            md = _reflect(conn)
+            conn.execute(insert(md.tables["remote_run"]), [
+                {"remote_id": 1, "stage": "chip", "label": "l", "site": "local", "state": "full", "attempt": 1, "fault": 0,
+                 "job_policy": "fatal", "cost_seconds": 61.123456789, "job_seconds": t1 - t0}
+            ])  # fmt: skip
+            conn.execute(insert(md.tables["remote_component"]), [
+                {"remote_id": 1, "stage": "chip", "stage_id": 7, "state": "full", "fault": 0, "attempts": 1, "t_start": t0, "t_end": t1}
+            ])  # fmt: skip
+        with db.engine.connect() as conn:  # read as scbundle reads them: through its models
+            run = conn.execute(select(RemoteRun.cost_seconds, RemoteRun.job_seconds)).one()._mapping
+            comp = conn.execute(select(RemoteComponent.t_start, RemoteComponent.t_end)).one()._mapping
+    finally:
+        db.engine.dispose()
+    assert (comp["t_start"], comp["t_end"]) == (t0, t1)
+    assert (run["cost_seconds"], run["job_seconds"]) == (61.123456789, t1 - t0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_commands_task_keeps_a_long_list_of_inputs(request, tmp_path, backend):
+    """A task's inputs (a JSON list of paths) past 64 KiB, MySQL's TEXT, are stored whole."""
+    from scbundle.stages.commands import CommandsTask
+
+    db = _database(request, tmp_path, backend, "head")
+    inputs = "[" + ", ".join(f'"/data/night/{i:06d}/exposure-{i:06d}.fits"' for i in range(3000)) + "]"
+    assert len(inputs) > 64 * 1024
+    try:
+        upgrade(db)
+        with db.session() as s:
+            s.add(CommandsTask(key="k", command='["cat"]', inputs=inputs, outputs="[]"))
+        with db.read_session() as s:
+            assert s.scalars(select(CommandsTask.inputs)).one() == inputs
+    finally:
+        db.engine.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_labels_and_keys_that_differ_in_case_are_different(request, tmp_path, backend):
+    """MariaDB's default collation is case-insensitive: `--label night1` would take in the runs of
+    Night1, and task keys "A" and "a" would clash. scbundle's tables compare exactly."""
+    from scbundle.stages.commands import CommandsTask
+
+    db = _database(request, tmp_path, backend, "head")
+    try:
+        upgrade(db)
+        with db.session() as s:
+            s.add_all([RemoteRun(stage="chip", label=label, site="local", state="new", job_policy="fatal", attempt=1, fault=0)
+                       for label in ("Night1", "night1")])  # fmt: skip
+            s.add_all([CommandsTask(key=key, command='["true"]', inputs="[]", outputs="[]") for key in ("A", "a")])
+        with db.read_session() as s:
+            assert s.scalars(select(RemoteRun.label).where(RemoteRun.label == "night1")).all() == ["night1"]
+            assert s.scalars(select(CommandsTask.key).where(CommandsTask.key == "a")).all() == ["a"]
+    finally:
+        db.engine.dispose()
+
+
+def test_a_first_upgrade_beside_a_table_of_the_same_name_on_mariadb_changes_nothing(maria_server):
+    """IPP's gpc1 has a `skycell` table; MariaDB commits each CREATE at once, so an upgrade that
+    stopped on it would leave the tables made before it behind. It refuses before it starts."""
+    url = maria_server.create_database(f"gpc1_{uuid.uuid4().hex[:8]}")
+    db = Database(url)
+    try:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE skycell (tess_id VARCHAR(64), skycell_id VARCHAR(64), radeg FLOAT, "
+                                 "PRIMARY KEY (tess_id, skycell_id)) ENGINE=innodb DEFAULT CHARSET=latin1")  # fmt: skip
+        with pytest.raises(DatabaseError) as err:
+            upgrade(db)
+        assert "already has table(s) skycell" in str(err.value) and "nothing was changed" in str(err.value)
+        assert db.table_names() == ["skycell"]
+        assert current_revision(db) is None
+    finally:
+        db.engine.dispose()
 
 
 def _dropped_columns(table: str) -> set[str]:

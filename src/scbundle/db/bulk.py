@@ -5,9 +5,12 @@ each). SQLAlchemy's executemany still builds a parameter dictionary a row throug
 compiler. Here, on SQLite, the statement is written once in the driver's placeholder style
 and the rows go to ``executemany`` as tuples; on PostgreSQL, where a statement a row costs a
 server round of its own, the rows are streamed with COPY (into the table, or into a temporary
-table that one UPDATE ... FROM then applies). Table and column names come from the models
+table that one UPDATE ... FROM then applies); on MariaDB / MySQL, PyMySQL's executemany sends
+an INSERT's rows as multi-row INSERTs (a statement per megabyte), and an UPDATE's rows go the
+same way into a temporary table that one UPDATE ... JOIN applies (executemany of an UPDATE is
+a server round a row). Table and column names come from the models
 (never from returned data); every value is data, never SQL. The states and fault codes are
-StrEnum / IntEnum members, which sqlite3 and psycopg take as the str / int they are.
+StrEnum / IntEnum members, which sqlite3, psycopg and PyMySQL take as the str / int they are.
 """
 
 from __future__ import annotations
@@ -61,6 +64,27 @@ def update_rows(session: Session, table: Table, rows: Iterable[dict], key: str =
                 f"FROM {q(tmp)} AS s WHERE t.{q(key)} = s.{q(key)}"
             )
             conn.exec_driver_sql(f"DROP TABLE {q(tmp)}")
+            continue
+        if conn.dialect.name in ("mysql", "mariadb"):
+            tmp = f"scb_update_{table.name}"
+            names = [key, *sets]
+            # a temporary table lives as long as the connection (not the transaction): one left
+            # by a transaction that failed on this pooled connection goes first. Neither
+            # statement commits the transaction (MySQL: temporary tables cause no implicit commit)
+            conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {q(tmp)}")
+            conn.exec_driver_sql(  # the table's own column types, no rows; the key (no ALTER: that one commits)
+                f"CREATE TEMPORARY TABLE {q(tmp)} (PRIMARY KEY ({q(key)})) "
+                f"SELECT {', '.join(q(c) for c in names)} FROM {q(table.name)} LIMIT 0"
+            )
+            conn.exec_driver_sql(
+                f"INSERT INTO {q(tmp)} ({', '.join(q(c) for c in names)}) VALUES ({', '.join('%s' for _ in names)})",
+                [tuple(r[c] for c in names) for r in group],
+            )
+            conn.exec_driver_sql(
+                f"UPDATE {q(table.name)} AS t JOIN {q(tmp)} AS s ON t.{q(key)} = s.{q(key)} "
+                f"SET {', '.join(f't.{q(c)} = s.{q(c)}' for c in sets)}"
+            )
+            conn.exec_driver_sql(f"DROP TEMPORARY TABLE {q(tmp)}")
             continue
         mark = _placeholder(session)
         sql = f"UPDATE {q(table.name)} SET {', '.join(f'{q(c)} = {mark}' for c in sets)} WHERE {q(key)} = {mark}"

@@ -8,7 +8,9 @@ revert and retire each claim a run before working on it. One model on every back
   away with the process: on SQLite an exclusive ``flock`` on a lock file per run beside the
   database file (the kernel drops it); on PostgreSQL a session-level advisory lock
   (``pg_try_advisory_lock``) on a connection of the claim's own (the server drops it with the
-  connection). Another process skips a claimed run at once.
+  connection); on MariaDB / MySQL a named lock (``GET_LOCK(name, 0)``), session-level as well,
+  on a connection of the claim's own (gone with the connection), its name carrying the
+  database's (named locks are server-wide). Another process skips a claimed run at once.
 - the state is read again once the claim is held, and every write is its own short
   transaction (``claim.session()``, BEGIN IMMEDIATE on SQLite) that re-reads the run's state
   before changing it (compare-and-set, ``db.runs.get_run(..., lock=True)``). So a step's writes
@@ -19,27 +21,31 @@ revert and retire each claim a run before working on it. One model on every back
 A throttle that counts runs per site (max_in_flight, max_prepared) must count and add under one
 lock, or two processes both see room for one more: ``site_lock`` names a per-site lock taken
 before the run is claimed and held as long as the claim (SQLite: a flock on a per-site lock
-file; PostgreSQL: a session-level advisory lock on the claim's connection). Only configured
+file; PostgreSQL: a session-level advisory lock on the claim's connection; MariaDB: a named lock
+on it). Only configured
 throttles take it, so by default claims on one site never wait for each other.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import socket
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
 from scbundle.core.errors import StateError
 from scbundle.core.private import open_private, private_dir
+from scbundle.db.locks import MYSQL_LOCK_WAIT, mysql_get_lock, mysql_lock_name
 from scbundle.db.models import RemoteRun
 from scbundle.db.runs import get_run
 from scbundle.db.session import Database
@@ -66,7 +72,8 @@ class Claim:
 def claim_run(db: Database, remote_id: int, states: Sequence[str], *, site_lock: str | None = None) -> Iterator[Claim | None]:
     """Claim run ``remote_id`` if it is in one of ``states`` and no other process holds it;
     yields the Claim, or None (held elsewhere, gone, or in another state: see ``unclaimed``)."""
-    claim = _claim_postgresql if db.backend == "postgresql" else _claim_file
+    server = {"postgresql": PG_LOCKS, "mysql": MYSQL_LOCKS, "mariadb": MYSQL_LOCKS}.get(db.backend)
+    claim = partial(_claim_session_locks, server) if server is not None else _claim_file
     with claim(db, remote_id, list(states), site_lock) as c:
         yield c
 
@@ -81,20 +88,62 @@ def unclaimed(db: Database, remote_id: int, states: Sequence[str], step: str) ->
     return ClaimBusy(f"remote_id {remote_id}: another process is working on it ({step} skipped it); try again later")
 
 
-# --- PostgreSQL: session-level advisory locks ------------------------------------------------
+# --- PostgreSQL and MariaDB / MySQL: session-level locks on the claim's own connection ----------
+
+
+@dataclass(frozen=True)
+class _ServerLocks:
+    """How one server takes a claim's locks on a connection's session, and gives them back."""
+
+    take_site: Callable[[Connection, str], None]  # waits its turn
+    try_run: Callable[[Connection, int], bool]  # False at once when another session holds it
+    release_all: Callable[[Connection], None]
 
 
 def _pg_key(name: str):
     return func.hashtextextended(f"scbundle:{name}", 0)
 
 
+def _pg_take_site(conn: Connection, site: str) -> None:
+    conn.execute(select(func.pg_advisory_lock(_pg_key(f"site:{site}"))))
+
+
+def _pg_try_run(conn: Connection, remote_id: int) -> bool:
+    return bool(conn.execute(select(func.pg_try_advisory_lock(_pg_key(f"run:{remote_id}")))).scalar())
+
+
+def _pg_release_all(conn: Connection) -> None:
+    conn.execute(select(func.pg_advisory_unlock_all()))
+
+
+PG_LOCKS = _ServerLocks(_pg_take_site, _pg_try_run, _pg_release_all)  # advisory locks
+
+
+def _mysql_take_site(conn: Connection, site: str) -> None:
+    if not mysql_get_lock(conn, mysql_lock_name(conn, f"site.{_site_key(site)}"), MYSQL_LOCK_WAIT):
+        raise ClaimBusy(f"site {site}: its throttle lock was not free within a year")
+
+
+def _mysql_try_run(conn: Connection, remote_id: int) -> bool:
+    return mysql_get_lock(conn, mysql_lock_name(conn, f"run.{remote_id}"), 0)
+
+
+def _mysql_release_all(conn: Connection) -> None:
+    conn.exec_driver_sql("DO RELEASE_ALL_LOCKS()")
+
+
+MYSQL_LOCKS = _ServerLocks(_mysql_take_site, _mysql_try_run, _mysql_release_all)  # named locks
+
+
 @contextmanager
-def _claim_postgresql(db: Database, remote_id: int, states: list[str], site_lock: str | None) -> Iterator[Claim | None]:
+def _claim_session_locks(
+    locks: _ServerLocks, db: Database, remote_id: int, states: list[str], site_lock: str | None
+) -> Iterator[Claim | None]:
     conn = db.engine.connect()  # the claim's own connection: its session holds the locks
     try:
         if site_lock is not None:
-            conn.execute(select(func.pg_advisory_lock(_pg_key(f"site:{site_lock}"))))
-        got = conn.execute(select(func.pg_try_advisory_lock(_pg_key(f"run:{remote_id}")))).scalar()
+            locks.take_site(conn, site_lock)
+        got = locks.try_run(conn, remote_id)
         conn.commit()
         if not got:
             yield None
@@ -104,11 +153,16 @@ def _claim_postgresql(db: Database, remote_id: int, states: list[str], site_lock
         yield Claim(run, db) if run is not None else None
     finally:
         try:  # a pooled connection keeps session locks: give them back before it goes back
-            conn.execute(select(func.pg_advisory_unlock_all()))
+            locks.release_all(conn)
             conn.commit()
         except Exception:
             conn.invalidate()  # the server drops the session, and its locks with it
         conn.close()
+
+
+def _site_key(name: str) -> str:
+    """A site name as a short part of a lock name (within the 64 characters of MySQL's)."""
+    return hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
 # --- SQLite (and any backend without row locks): lock files ------------------------------------

@@ -26,7 +26,8 @@ from alembic.util.exc import CommandError as AlembicCommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from scbundle.core.errors import ConfigError, DatabaseError
-from scbundle.db.session import Database, _short
+from scbundle.db.models import Base
+from scbundle.db.session import MYSQL_BACKENDS, Database, _short
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 GROUP = "scbundle.migrations"
@@ -182,13 +183,40 @@ def upgrade(db: Database, revision: str = "heads") -> tuple[str | None, str]:
     (before, after)."""
     db.check()
     before = current_revision(db)
+    if db.backend in MYSQL_BACKENDS and not current_heads(db):
+        _check_no_clash(db)
     try:  # one transaction (migrations/env.py): a failure leaves the schema where it was
         command.upgrade(_alembic_config(db), revision)
     except SQLAlchemyError as err:
+        if db.backend in MYSQL_BACKENDS:  # every CREATE / ALTER commits at once there
+            raise DatabaseError(
+                f"database {db.display_url}: upgrade to {revision} failed: {_short(err)}; MariaDB/MySQL commits each "
+                f"CREATE and ALTER, so the schema is now at {_now(db)} and the failed revision may have left tables behind"
+            ) from err
         raise DatabaseError(f"database {db.display_url}: upgrade to {revision} failed, nothing changed: {_short(err)}") from err
     except AlembicCommandError as err:
         raise DatabaseError(f"database {db.display_url}: upgrade to {revision} refused: {err}") from err
     return before, current_revision(db) or ""
+
+
+def _now(db: Database) -> str:
+    try:
+        return ", ".join(sorted(current_heads(db))) or "none"
+    except SQLAlchemyError:
+        return "unknown (the database cannot be read)"
+
+
+def _check_no_clash(db: Database) -> None:
+    """A first upgrade on MariaDB/MySQL, where DDL does not roll back, refuses before it changes
+    anything when a table it would create is there already: scbundle's tables beside a team's
+    own (IPP's gpc1 has a ``skycell``)."""
+    have = set(db.table_names())
+    clash = sorted(have & set(Base.metadata.tables))
+    if clash:
+        raise DatabaseError(
+            f"database {db.display_url} already has table(s) {', '.join(clash)} that scbundle's schema would create; "
+            "nothing was changed: give scbundle a database of its own on this server"
+        )
 
 
 def require_current(db: Database) -> None:

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, MetaData, String, UniqueConstraint, false, func
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+    false,
+    func,
+)
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -16,8 +27,14 @@ NAMING = {
 }
 
 
+#: a float column: double precision on every backend (MySQL's FLOAT is single precision: a time
+#: in seconds since 1970 would keep about two minutes); SQLite and PostgreSQL get plain FLOAT
+DOUBLE = Float().with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {float: DOUBLE}
 
 
 class RemoteRun(Base):

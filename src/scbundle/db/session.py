@@ -27,6 +27,27 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - exercise
     cur.close()
 
 
+MYSQL_BACKENDS = ("mysql", "mariadb")  # SQLAlchemy's backend names for MySQL and MariaDB URLs
+#: set in a pooled connection's ``info`` when it takes a MySQL named lock that lasts as long as
+#: the transaction (db.locks.take_write_lock): released when the connection goes back to the pool
+NAMED_LOCKS_HELD = "scbundle_named_locks"
+
+
+def _release_named_locks(dbapi_conn, record) -> None:
+    """MySQL/MariaDB named locks belong to the connection, not to the transaction: give back
+    those a transaction took before another checks the connection out (the session has
+    committed or rolled back by now). A connection that cannot is closed: the server drops its
+    locks with it."""
+    if record is None or not record.info.pop(NAMED_LOCKS_HELD, False):
+        return
+    try:
+        cur = dbapi_conn.cursor()
+        cur.execute("DO RELEASE_ALL_LOCKS()")
+        cur.close()
+    except Exception:
+        record.invalidate()
+
+
 READ_ONLY = "scbundle_read_only"  # execution option of the engine behind read_session()
 
 
@@ -69,10 +90,18 @@ class Database:
         # a server restarted under a long-lived process (the daemon) costs it nothing: stale
         # pooled connections are replaced at checkout
         options = {} if self.backend == "sqlite" else {"pool_pre_ping": True}
+        if self.backend in MYSQL_BACKENDS:
+            # READ COMMITTED, as PostgreSQL's default: every statement sees what was committed
+            # before it, so a read after a claim or a lock sees the holder's last write (InnoDB's
+            # REPEATABLE READ would keep the snapshot of the transaction's first read), and
+            # FOR UPDATE locks the rows it reads, not the gaps between them
+            options["isolation_level"] = "READ COMMITTED"
         try:
             self.engine: Engine = create_engine(parsed, future=True, **options)
         except (NoSuchModuleError, ImportError) as err:
             raise DatabaseError(f"database {self.display_url}: no driver: {err}") from None
+        if self.backend in MYSQL_BACKENDS:
+            event.listen(self.engine, "checkin", _release_named_locks)
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)

@@ -1,6 +1,8 @@
 """Alembic environment: the engine comes from scbundle (config.attributes['engine']).
 
-The whole upgrade is one transaction: it reaches the target revision or changes nothing.
+The whole upgrade is one transaction: it reaches the target revision or changes nothing (on
+SQLite and PostgreSQL; MariaDB/MySQL commit each CREATE and ALTER at once, so there each
+finished revision stays, and db.migrate.upgrade says so when one fails).
 
 On SQLite a batch alter rebuilds a table (create a copy, copy the rows, drop the old table,
 rename the copy). With PRAGMA foreign_keys=ON (every scbundle connection) dropping the old

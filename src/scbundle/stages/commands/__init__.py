@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Integer, MetaData, String, Text, func, select
+from sqlalchemy import ForeignKey, Integer, MetaData, String, Text, func, select
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from scbundle.db.models import NAMING, RemoteRun
+from scbundle.db.models import DOUBLE, NAMING, RemoteRun
 from scbundle.site.pathmap import PathMap
 from scbundle.stages.base import (
     BuildContext,
@@ -47,6 +48,11 @@ from scbundle.stages.common import Sizes, chunks, not_in_a_run, upsert
 
 class CommandsBase(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {float: DOUBLE}
+
+
+#: MySQL's TEXT holds 64 KiB: a task's list of inputs can be longer
+LONG_TEXT = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 
 class CommandsTask(CommandsBase):
@@ -56,10 +62,10 @@ class CommandsTask(CommandsBase):
 
     task_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(128), unique=True)
-    command: Mapped[str] = mapped_column(Text)  # JSON list of words
-    inputs: Mapped[str] = mapped_column(Text)  # JSON list of local paths
-    outputs: Mapped[str] = mapped_column(Text)  # JSON list of local paths brought back
-    cost: Mapped[float | None] = mapped_column(Float)
+    command: Mapped[str] = mapped_column(LONG_TEXT)  # JSON list of words
+    inputs: Mapped[str] = mapped_column(LONG_TEXT)  # JSON list of local paths
+    outputs: Mapped[str] = mapped_column(LONG_TEXT)  # JSON list of local paths brought back
+    cost: Mapped[float | None] = mapped_column(DOUBLE)
     threads: Mapped[int | None] = mapped_column(Integer)
     created: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
 
@@ -69,7 +75,7 @@ class CommandsResult(CommandsBase):
 
     task_id: Mapped[int] = mapped_column(ForeignKey("commands_task.task_id"), primary_key=True)
     remote_id: Mapped[int] = mapped_column(Integer)  # the engine's remote_run (a foreign key in the migration)
-    output: Mapped[str | None] = mapped_column(Text)  # the command's last stdout line, when one JSON object
+    output: Mapped[str | None] = mapped_column(LONG_TEXT)  # the command's last stdout line, when one JSON object
 
 
 FIELDS = {"command", "inputs", "outputs", "key", "cost", "threads"}

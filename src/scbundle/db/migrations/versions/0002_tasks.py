@@ -12,6 +12,10 @@ down_revision = '0001'
 branch_labels = None
 depends_on = None
 
+# scbundle's names compare exactly on MariaDB/MySQL too (labels, keys): a binary collation, not the
+# server's case-insensitive default; SQLite and PostgreSQL ignore these options
+MYSQL_TABLE = {'mysql_charset': 'utf8mb4', 'mysql_collate': 'utf8mb4_bin'}
+
 
 def upgrade() -> None:
     
@@ -21,7 +25,8 @@ def upgrade() -> None:
     sa.Column('host', sa.String(length=128), nullable=False),
     sa.Column('pid', sa.Integer(), nullable=False),
     sa.Column('started', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_task_activity'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_task_activity')),
+    **MYSQL_TABLE,
     )
     with op.batch_alter_table('task_activity', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_task_activity_task'), ['task'], unique=False)
@@ -31,7 +36,8 @@ def upgrade() -> None:
     sa.Column('enabled', sa.Boolean(), nullable=False),
     sa.Column('changed', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
     sa.Column('changed_by', sa.String(length=128), nullable=True),
-    sa.PrimaryKeyConstraint('task', name=op.f('pk_task_switch'))
+    sa.PrimaryKeyConstraint('task', name=op.f('pk_task_switch')),
+    **MYSQL_TABLE,
     )
     
 

@@ -6,11 +6,19 @@ Create Date: 2026-11-23 15:30:00
 """
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = '0004'
 down_revision = '0003'
 branch_labels = None
 depends_on = None
+
+# a float is a double everywhere: MySQL's FLOAT is single precision (a time in seconds
+# since 1970 would keep about two minutes); SQLite and PostgreSQL get what they always got
+FLOAT = sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), 'mysql', 'mariadb')
+# scbundle's names compare exactly on MariaDB/MySQL too (labels, keys): a binary collation, not the
+# server's case-insensitive default; SQLite and PostgreSQL ignore these options
+MYSQL_TABLE = {'mysql_charset': 'utf8mb4', 'mysql_collate': 'utf8mb4_bin'}
 
 
 def upgrade() -> None:
@@ -18,15 +26,16 @@ def upgrade() -> None:
     sa.Column('skycell_id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('tess', sa.String(length=32), nullable=False),
-    sa.Column('proj_ra_deg', sa.Float(), nullable=False),
-    sa.Column('proj_dec_deg', sa.Float(), nullable=False),
-    sa.Column('scale_arcsec', sa.Float(), nullable=False),
+    sa.Column('proj_ra_deg', FLOAT, nullable=False),
+    sa.Column('proj_dec_deg', FLOAT, nullable=False),
+    sa.Column('scale_arcsec', FLOAT, nullable=False),
     sa.Column('x0', sa.Integer(), nullable=False),
     sa.Column('y0', sa.Integer(), nullable=False),
     sa.Column('width', sa.Integer(), nullable=False),
     sa.Column('height', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('skycell_id', name=op.f('pk_skycell')),
-    sa.UniqueConstraint('name', name=op.f('uq_skycell_name'))
+    sa.UniqueConstraint('name', name=op.f('uq_skycell_name')),
+    **MYSQL_TABLE,
     )
     op.create_table('advance_block',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -36,7 +45,8 @@ def upgrade() -> None:
     sa.Column('item', sa.String(length=128), nullable=False),
     sa.Column('reason', sa.String(length=1000), nullable=False),
     sa.ForeignKeyConstraint(['remote_id'], ['remote_run.remote_id'], name=op.f('fk_advance_block_remote_id_remote_run'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_advance_block'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_advance_block')),
+    **MYSQL_TABLE,
     )
     with op.batch_alter_table('advance_block', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_advance_block_remote_id'), ['remote_id'], unique=False)
@@ -48,17 +58,18 @@ def upgrade() -> None:
     sa.Column('stats_uri', sa.String(length=1024), nullable=True),
     sa.Column('n_chips', sa.Integer(), nullable=True),
     sa.Column('npix', sa.Integer(), nullable=True),
-    sa.Column('mean', sa.Float(), nullable=True),
-    sa.Column('stdev', sa.Float(), nullable=True),
-    sa.Column('median', sa.Float(), nullable=True),
-    sa.Column('sky', sa.Float(), nullable=True),
-    sa.Column('sky_spread', sa.Float(), nullable=True),
+    sa.Column('mean', FLOAT, nullable=True),
+    sa.Column('stdev', FLOAT, nullable=True),
+    sa.Column('median', FLOAT, nullable=True),
+    sa.Column('sky', FLOAT, nullable=True),
+    sa.Column('sky_spread', FLOAT, nullable=True),
     sa.Column('width', sa.Integer(), nullable=True),
     sa.Column('height', sa.Integer(), nullable=True),
-    sa.Column('dtime_cam', sa.Float(), nullable=True),
+    sa.Column('dtime_cam', FLOAT, nullable=True),
     sa.ForeignKeyConstraint(['exp_id'], ['exposure.exp_id'], name=op.f('fk_cam_result_exp_id_exposure')),
     sa.ForeignKeyConstraint(['remote_id'], ['remote_run.remote_id'], name=op.f('fk_cam_result_remote_id_remote_run')),
-    sa.PrimaryKeyConstraint('exp_id', name=op.f('pk_cam_result'))
+    sa.PrimaryKeyConstraint('exp_id', name=op.f('pk_cam_result')),
+    **MYSQL_TABLE,
     )
     op.create_table('stack',
     sa.Column('stack_id', sa.Integer(), autoincrement=True, nullable=False),
@@ -69,7 +80,8 @@ def upgrade() -> None:
     sa.Column('created', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
     sa.ForeignKeyConstraint(['skycell_id'], ['skycell.skycell_id'], name=op.f('fk_stack_skycell_id_skycell')),
     sa.PrimaryKeyConstraint('stack_id', name=op.f('pk_stack')),
-    sa.UniqueConstraint('skycell_id', 'filter', 'inputs_key', name='uq_stack_skycell_inputs')
+    sa.UniqueConstraint('skycell_id', 'filter', 'inputs_key', name='uq_stack_skycell_inputs'),
+    **MYSQL_TABLE,
     )
     with op.batch_alter_table('stack', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_stack_skycell_id'), ['skycell_id'], unique=False)
@@ -78,12 +90,13 @@ def upgrade() -> None:
     sa.Column('warp_id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('exp_id', sa.Integer(), nullable=False),
     sa.Column('skycell_id', sa.Integer(), nullable=False),
-    sa.Column('overlap', sa.Float(), nullable=False),
+    sa.Column('overlap', FLOAT, nullable=False),
     sa.Column('created', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
     sa.ForeignKeyConstraint(['exp_id'], ['exposure.exp_id'], name=op.f('fk_warp_exp_id_exposure')),
     sa.ForeignKeyConstraint(['skycell_id'], ['skycell.skycell_id'], name=op.f('fk_warp_skycell_id_skycell')),
     sa.PrimaryKeyConstraint('warp_id', name=op.f('pk_warp')),
-    sa.UniqueConstraint('exp_id', 'skycell_id', name='uq_warp_exposure_skycell')
+    sa.UniqueConstraint('exp_id', 'skycell_id', name='uq_warp_exposure_skycell'),
+    **MYSQL_TABLE,
     )
     with op.batch_alter_table('warp', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_warp_exp_id'), ['exp_id'], unique=False)
@@ -94,7 +107,8 @@ def upgrade() -> None:
     sa.Column('warp_id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['stack_id'], ['stack.stack_id'], name=op.f('fk_stack_input_stack_id_stack'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['warp_id'], ['warp.warp_id'], name=op.f('fk_stack_input_warp_id_warp')),
-    sa.PrimaryKeyConstraint('stack_id', 'warp_id', name=op.f('pk_stack_input'))
+    sa.PrimaryKeyConstraint('stack_id', 'warp_id', name=op.f('pk_stack_input')),
+    **MYSQL_TABLE,
     )
     op.create_table('stack_result',
     sa.Column('stack_id', sa.Integer(), nullable=False),
@@ -103,15 +117,16 @@ def upgrade() -> None:
     sa.Column('stats_uri', sa.String(length=1024), nullable=True),
     sa.Column('n_inputs', sa.Integer(), nullable=True),
     sa.Column('npix', sa.Integer(), nullable=True),
-    sa.Column('coverage', sa.Float(), nullable=True),
-    sa.Column('depth', sa.Float(), nullable=True),
-    sa.Column('mean', sa.Float(), nullable=True),
-    sa.Column('stdev', sa.Float(), nullable=True),
-    sa.Column('median', sa.Float(), nullable=True),
-    sa.Column('dtime_stack', sa.Float(), nullable=True),
+    sa.Column('coverage', FLOAT, nullable=True),
+    sa.Column('depth', FLOAT, nullable=True),
+    sa.Column('mean', FLOAT, nullable=True),
+    sa.Column('stdev', FLOAT, nullable=True),
+    sa.Column('median', FLOAT, nullable=True),
+    sa.Column('dtime_stack', FLOAT, nullable=True),
     sa.ForeignKeyConstraint(['remote_id'], ['remote_run.remote_id'], name=op.f('fk_stack_result_remote_id_remote_run')),
     sa.ForeignKeyConstraint(['stack_id'], ['stack.stack_id'], name=op.f('fk_stack_result_stack_id_stack')),
-    sa.PrimaryKeyConstraint('stack_id', name=op.f('pk_stack_result'))
+    sa.PrimaryKeyConstraint('stack_id', name=op.f('pk_stack_result')),
+    **MYSQL_TABLE,
     )
     op.create_table('warp_result',
     sa.Column('warp_id', sa.Integer(), nullable=False),
@@ -119,22 +134,23 @@ def upgrade() -> None:
     sa.Column('image_uri', sa.String(length=1024), nullable=True),
     sa.Column('stats_uri', sa.String(length=1024), nullable=True),
     sa.Column('npix', sa.Integer(), nullable=True),
-    sa.Column('coverage', sa.Float(), nullable=True),
-    sa.Column('mean', sa.Float(), nullable=True),
-    sa.Column('stdev', sa.Float(), nullable=True),
-    sa.Column('median', sa.Float(), nullable=True),
-    sa.Column('dtime_warp', sa.Float(), nullable=True),
+    sa.Column('coverage', FLOAT, nullable=True),
+    sa.Column('mean', FLOAT, nullable=True),
+    sa.Column('stdev', FLOAT, nullable=True),
+    sa.Column('median', FLOAT, nullable=True),
+    sa.Column('dtime_warp', FLOAT, nullable=True),
     sa.ForeignKeyConstraint(['remote_id'], ['remote_run.remote_id'], name=op.f('fk_warp_result_remote_id_remote_run')),
     sa.ForeignKeyConstraint(['warp_id'], ['warp.warp_id'], name=op.f('fk_warp_result_warp_id_warp')),
-    sa.PrimaryKeyConstraint('warp_id', name=op.f('pk_warp_result'))
+    sa.PrimaryKeyConstraint('warp_id', name=op.f('pk_warp_result')),
+    **MYSQL_TABLE,
     )
     with op.batch_alter_table('chip_result', schema=None) as batch_op:
         batch_op.add_column(sa.Column('binned_uri', sa.String(length=1024), nullable=True))
 
     with op.batch_alter_table('exposure', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('ra_deg', sa.Float(), nullable=True))
-        batch_op.add_column(sa.Column('dec_deg', sa.Float(), nullable=True))
-        batch_op.add_column(sa.Column('rot_deg', sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column('ra_deg', FLOAT, nullable=True))
+        batch_op.add_column(sa.Column('dec_deg', FLOAT, nullable=True))
+        batch_op.add_column(sa.Column('rot_deg', FLOAT, nullable=True))
 
     with op.batch_alter_table('remote_run', schema=None) as batch_op:
         batch_op.add_column(sa.Column('advanced', sa.Boolean(), server_default=sa.false(), nullable=False))

@@ -20,6 +20,10 @@ down_revision = '0004'
 branch_labels = None
 depends_on = None
 
+# scbundle's names compare exactly on MariaDB/MySQL too (labels, keys): a binary collation, not the
+# server's case-insensitive default; SQLite and PostgreSQL ignore these options
+MYSQL_TABLE = {'mysql_charset': 'utf8mb4', 'mysql_collate': 'utf8mb4_bin'}
+
 
 def _new_id() -> str:
     # 80 random bits, 16 characters of [a-z2-7]: fit for a job name and a directory name
@@ -30,7 +34,8 @@ def upgrade() -> None:
     installation = op.create_table('installation',
     sa.Column('installation_id', sa.String(length=32), nullable=False),
     sa.Column('created', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
-    sa.PrimaryKeyConstraint('installation_id', name=op.f('pk_installation'))
+    sa.PrimaryKeyConstraint('installation_id', name=op.f('pk_installation')),
+    **MYSQL_TABLE,
     )
     op.bulk_insert(installation, [{'installation_id': _new_id()}])
     with op.batch_alter_table('remote_run', schema=None) as batch_op:
