@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import getpass
 import json
+import shutil
 import socket
+import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import test_concurrency
+import tomli_w
 from sqlalchemy import create_engine, text
 from test_concurrency import seed, wait_for_jobs
 
@@ -117,3 +120,29 @@ def test_since_takes_an_age_or_an_iso_time(env):
     assert bad.returncode == 2 and "'yesterday' is neither an ISO time" in bad.stderr and "Traceback" not in bad.stderr
     table = env.cli("history").stdout
     assert "history (UTC, newest last)" in table and table.index("off") < table.rindex("on")
+
+
+def test_link_events_are_journaled_with_who_did_them(env, tmp_path):
+    """A site whose master is not running: OpenSSH's own `ssh -O check` finds it down (no
+    sshd needed for that), once until it is up again; switch-user is told for each front end."""
+    env.cli("db", "upgrade")
+    control = Path("/tmp") / f"scbj-{tmp_path.name[-12:]}"
+    control.mkdir(mode=0o700)
+    try:
+        cfg = tomllib.loads(env.config_path.read_text())
+        cfg["sites"]["far"] = {**cfg["sites"]["local"], "link": "ssh", "scheduler": "slurm", "ssh": {
+            "hosts": ["fe1.invalid", "fe2.invalid"], "user": "ops", "control_dir": str(control), "users": {"ops2": {}}}}
+        env.config_path.write_text(tomli_w.dumps(cfg))
+        assert env.cli("link", "check", "far", check=False).returncode == 1
+        assert env.cli("link", "check", "far", check=False).returncode == 1  # still down: nothing new to tell
+        env.cli("link", "stop", "far")  # nothing was up: nothing stopped
+        env.cli("link", "switch-user", "ops2", "--site", "far")
+        ev = history(env)
+        assert [(e["kind"], e["command"], e["site"], e["from"], e["to"], e["message"], e["who"]) for e in ev] == [
+            ("link", "link", "far", "up", "down", "fe1.invalid: master found down", ME),
+            ("link", "link", "far", "up", "down", "fe2.invalid: master found down", ME),
+            ("link", "link", "far", None, None, "fe1.invalid: user switched from ops to ops2", ME),
+            ("link", "link", "far", None, None, "fe2.invalid: user switched from ops to ops2", ME),
+        ]
+    finally:
+        shutil.rmtree(control)
