@@ -146,3 +146,15 @@ def test_link_events_are_journaled_with_who_did_them(env, tmp_path):
         ]
     finally:
         shutil.rmtree(control)
+
+
+def test_what_the_daemon_does_says_so(env):
+    (rid,) = seed(env, runs=1, per_run=4)
+    env.cli("prepare", "chip", "--remote-id", str(rid))
+    env.cli("daemon", "--once", "--poll-seconds", "0")  # exec (its poll may find the job still running)
+    wait_for_jobs(env, [rid])
+    env.cli("daemon", "--once", "--poll-seconds", "0")  # poll, advance
+    ev = history(env, "--label", "r0")
+    assert [(e["remote_id"], e["command"], e["to"], e["daemon"]) for e in ev if e["remote_id"] == rid] == [
+        (rid, "define", "new", False), (rid, "prepare", "pending", False), (rid, "exec", "run", True), (rid, "poll", "full", True)]
+    assert ev[-1]["remote_id"] != rid and (ev[-1]["command"], ev[-1]["to"], ev[-1]["daemon"]) == ("advance", "new", True)
