@@ -67,7 +67,7 @@ def _state(s: str | None) -> Text:
 
 def history_table(events: list[Event]) -> Table:
     t = Table(title="history (UTC, newest last)", title_justify="left")
-    for col in ("id", "at", "remote_id", "label", "stage", "command", "from", "", "to", "fault", "good/failed/aband./refused", "message", "who"):
+    for col in ("id", "at", "remote_id / site", "label", "stage / kind", "command", "from", "", "to", "fault", "good/failed/aband./refused", "message", "who"):
         t.add_column(col)
     for e in events:
         counts = f"{e.counts.good}/{e.counts.failed}/{e.counts.abandoned}/{e.counts.refused}" if e.counts else ""
