@@ -7,6 +7,9 @@ The job's result files are written here as the runner writes them (one JSON line
 one file a rank), so no job runs. Prints figures; asserts nothing about time.
 
     python bench/replay.py [--components 37200] [--database URL | --backend mariadb] [--profile]
+
+SCBUNDLE_BENCH_NO_JOURNAL=1 (read here only): the same replay with the journal's event not
+written, to measure what the journal costs (one event a run transition, none a component).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import cProfile
 import importlib
 import json
+import os
 import pstats
 import random
 import sys
@@ -25,6 +29,7 @@ from benchkit import Timer, make_app, peak_rss_mib, product_owners, seed
 from sqlalchemy import func, select, update
 
 from scbundle.core.states import ComponentState, RunState
+from scbundle.db import journal
 from scbundle.db.models import ChipResult, RemoteComponent, RemoteRun
 from scbundle.site.schedulers.base import JobState, JobStatus
 from scbundle.stages.registry import get_stage
@@ -100,6 +105,9 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    journaled = os.environ.get("SCBUNDLE_BENCH_NO_JOURNAL", "") in ("", "0")
+    if not journaled:
+        journal.record = lambda *a, **k: None  # type: ignore[assignment]  # the bench's switch only
     with tempfile.TemporaryDirectory(prefix="scb-bench-") as tmp:
         home = Path(tmp)
         app = make_app(home, args.database)
@@ -127,6 +135,7 @@ def run(args: argparse.Namespace) -> None:
         out = {
             "components": p.n_components,
             "backend": app.db.backend,
+            "journal": journaled,
             "result_files": len(files),
             "read_validate_s": round(t_read, 3),
             "apply_transaction_s": round(t_apply, 3),
@@ -138,6 +147,8 @@ def run(args: argparse.Namespace) -> None:
             "component_states": states,
             "peak_rss_mib": round(peak_rss_mib()),
         }
+        with app.db.read_session() as s:
+            out["journal_events"] = len(journal.events(s))
         for k, v in out.items():
             print(f"{k:>22}: {v}")
         print(json.dumps(out))

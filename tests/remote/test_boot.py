@@ -5,10 +5,10 @@ symbolic link, a trojan beside a tool that imports another, a foreign run direct
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
-import hashlib
 import subprocess
 import sys
 from pathlib import Path

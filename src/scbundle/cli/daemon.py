@@ -22,6 +22,7 @@ from scbundle.core.app import App
 from scbundle.core.errors import DatabaseError, ScbundleError
 from scbundle.core.states import RunState
 from scbundle.core.text import printable
+from scbundle.db import journal
 from scbundle.db.identity import DatabaseIdentity, DatabaseReplaced, check_same, identity
 
 log = logging.getLogger("scbundle.daemon")
@@ -128,6 +129,7 @@ def run_daemon(app: App, *, once: bool = False, loop_seconds: float | None = Non
         stop.set()
 
     configure_logging()
+    journal.origin(daemon=True)  # its events say so
     known = identity(app.db)
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     _log(f"started: database installation {known.installation_id}, loop every {loop_s:g} s, poll runs older than {poll_s:g} s")

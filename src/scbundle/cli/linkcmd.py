@@ -10,6 +10,7 @@ import click
 from scbundle.cli.main import Ctx, cli, pass_ctx
 from scbundle.cli.render import echo, emit_json, fmt_duration, link_table
 from scbundle.core.errors import ScbundleError
+from scbundle.core.text import printable
 
 
 @cli.group()
@@ -28,13 +29,39 @@ def _openssh(c: Ctx, site: str | None):
     return OpenSshLink(name, s)
 
 
+def _journal(c: Ctx, site: str, events: list[tuple[str, str | None, str | None, str]], *, unless_down: bool = False) -> None:
+    """Journal link events ``(host, from, to, what)`` of ``site`` in one transaction, with who
+    did them. The link works without the database: one it cannot write to gets a warning
+    line, not a failure. ``unless_down``: skip a host whose last event already says down."""
+    if not events:
+        return
+    from scbundle.db import journal
+
+    try:
+        app = c.app()
+        with app.db.session() as s:
+            for host, src, dst, what in events:
+                if unless_down:
+                    last = journal.last_link_event(s, site, host)
+                    if last is not None and last.dst == "down":
+                        continue
+                journal.record(s, kind="link", command="link", site=site, src=src, dst=dst, message=f"{host}: {what}")
+    except ScbundleError as err:
+        echo(f"warning: link events not journaled: {printable(err)}", err=True)
+
+
 @link.command("start")
 @click.argument("site", required=False)
 @pass_ctx
 def link_start(c: Ctx, site: str | None) -> None:
     """Start the master(s): type the site's password / one-time code, then it goes to the background."""
     lk = _openssh(c, site)
-    out = [lk.start(i) for i in range(len(lk.ssh.hosts))]
+    out = []
+    for i in range(len(lk.ssh.hosts)):
+        was_up = lk.check_one(i).up
+        out.append(m := lk.start(i))
+        if not was_up:
+            _journal(c, lk.site_name, [(m.host, "down", "up", f"master started as {m.user} (pid {m.pid})")])
     for m in out:
         echo(f"link {m.site} -> {m.host} as {m.user}: up (master pid {m.pid})")
 
@@ -50,6 +77,7 @@ def link_check(c: Ctx, site: str | None, as_json: bool) -> None:
 
     lk = _openssh(c, site)
     statuses = lk.check()
+    _journal(c, lk.site_name, [(m.host, "up", "down", "master found down") for m in statuses if not m.up], unless_down=True)
     keys = host_key_checking(lk.ssh)  # both hops
     if as_json:
         emit_json([{**asdict(m), "warn": m.warn, "host_key_checking": keys} for m in statuses])
@@ -71,7 +99,11 @@ def link_check(c: Ctx, site: str | None, as_json: bool) -> None:
 def link_stop(c: Ctx, site: str | None) -> None:
     """End the master(s) (sessions riding them end too)."""
     lk = _openssh(c, site)
-    for m in lk.stop():
+    before = {m.host: m for m in lk.check()}
+    after = lk.stop()
+    _journal(c, lk.site_name, [(m.host, "up", "down", f"master stopped (was pid {before[m.host].pid})")
+                               for m in after if not m.up and m.host in before and before[m.host].up])  # fmt: skip
+    for m in after:
         echo(f"link {m.site} -> {m.host}: {'still up' if m.up else 'down'}")
 
 
@@ -82,5 +114,7 @@ def link_stop(c: Ctx, site: str | None) -> None:
 def link_switch_user(c: Ctx, name: str, site: str | None) -> None:
     """Point the link at another user's ssh settings (takes effect at the next `link start`)."""
     lk = _openssh(c, site)
+    old = lk.active_user()
     lk.switch_user(name)
+    _journal(c, lk.site_name, [(h, None, None, f"user switched from {old} to {name}") for h in lk.ssh.hosts])
     echo(f"link {lk.site_name}: user {name} (config {lk.conf_path(batch=False)})")

@@ -319,3 +319,40 @@ class TaskActivity(Base):
     host: Mapped[str] = mapped_column(String(128))
     pid: Mapped[int] = mapped_column(Integer)
     started: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
+
+
+# --- the journal: what happened, one row an event (and the outbox of what is sent) ----------
+
+
+class JournalEvent(Base):
+    """One event: a run's state change (in the same transaction as the change), a run made
+    (src None), a link's master started / stopped / found down / switched user, a task switch.
+    ``id`` only grows: a reader (a notifier, the web page) remembers the last one it handled."""
+
+    __tablename__ = "journal_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]  # UTC
+    kind: Mapped[str] = mapped_column(String(8))  # "run", "link", "task"
+    command: Mapped[str] = mapped_column(String(16))  # define, prepare, exec, poll, advance, revert, retire, cancel, link, tasks
+    daemon: Mapped[bool] = mapped_column(default=False, server_default=false())  # made by `scbundle daemon`
+    remote_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key: the journal outlives what it tells of
+    label: Mapped[str | None] = mapped_column(String(128))
+    stage: Mapped[str | None] = mapped_column(String(32))
+    src: Mapped[str | None] = mapped_column(String(16))  # the state before (None: the run was made)
+    dst: Mapped[str | None] = mapped_column(String(16))
+    fault: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(String(2000))
+    n_good: Mapped[int | None] = mapped_column(Integer)  # a poll's replay: components full
+    n_failed: Mapped[int | None] = mapped_column(Integer)  # error
+    n_abandoned: Mapped[int | None] = mapped_column(Integer)
+    n_refused: Mapped[int | None] = mapped_column(Integer)  # what the job returned, refused
+    site: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(128))  # the process that made it
+    pid: Mapped[int] = mapped_column(Integer)
+    who: Mapped[str] = mapped_column(String(192))  # user@host
+
+
+Index("ix_journal_event_remote_id", JournalEvent.remote_id, JournalEvent.id)
+Index("ix_journal_event_label", JournalEvent.label, JournalEvent.id)
+Index("ix_journal_event_at", JournalEvent.at)

@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from scbundle.core.errors import StateError
 from scbundle.core.names import check_label, check_stage_name
 from scbundle.core.states import OPEN_COMPONENT_STATES, ComponentState, Counts, RunState, allowed
+from scbundle.db import journal
 from scbundle.db.bulk import insert_rows
+from scbundle.db.journal import ReplayCounts
 from scbundle.db.models import RemoteComponent, RemoteRun
 
 
@@ -43,8 +45,9 @@ def select_runs(
     return list(session.scalars(q))
 
 
-def new_run(session: Session, *, stage: str, label: str, site: str, job_policy: str, stage_ids: Sequence[int]) -> int:
-    """A new run of ``stage_ids`` inside the caller's transaction; returns its remote_id. A piece
+def new_run(session: Session, *, stage: str, label: str, site: str, job_policy: str, stage_ids: Sequence[int], by: str = "define") -> int:
+    """A new run of ``stage_ids`` inside the caller's transaction, made by step ``by`` (define,
+    advance), journaled (none -> new); returns its remote_id. A piece
     of work already in a run makes the insert fail (the unique (stage, stage_id) constraint).
     The label and stage become paths and job names: checked (UnsafeNameError)."""
     check_label(label)
@@ -58,13 +61,17 @@ def new_run(session: Session, *, stage: str, label: str, site: str, job_policy: 
             {"remote_id": run.remote_id, "stage": stage, "stage_id": sid, "state": ComponentState.NEW, "fault": 0, "attempts": 0}
             for sid in ids[start : start + 50_000]
         ])  # fmt: skip
+    journal.record(session, kind="run", command=by, remote_id=run.remote_id, label=label, stage=stage, site=site,
+                   dst=RunState.NEW, fault=0, message=f"{len(ids)} component(s)")  # fmt: skip
     return run.remote_id
 
 
-def move(run: RemoteRun, to: str, by: str, *, fault: int | None = None, message: str | None = None) -> None:
+def move(run: RemoteRun, to: str, by: str, *, fault: int | None = None, message: str | None = None,
+         counts: ReplayCounts | None = None) -> None:
     """Move ``run`` to state ``to`` as step ``by`` does, if the transition table allows it
     (StateError otherwise, naming both states); ``prev_state`` remembers where an error or
-    auth came from, for revert."""
+    auth came from, for revert. One journal event goes into the run's own session (a poll's
+    ``counts``: what it replayed), committed with the change or rolled back with it."""
     src = RunState(run.state)
     dst = RunState(to)
     if not allowed(src, dst, by):
@@ -78,6 +85,10 @@ def move(run: RemoteRun, to: str, by: str, *, fault: int | None = None, message:
         run.fault = int(fault)
     if message is not None or fault == 0:
         run.message = message[:2000] if message else None
+    session = object_session(run)
+    if session is not None:  # a run outside any session changes nothing in the database: nothing to tell
+        journal.record(session, kind="run", command=by, remote_id=run.remote_id, label=run.label, stage=run.stage,
+                       site=run.site, src=src, dst=dst, fault=run.fault, message=run.message, counts=counts)  # fmt: skip
 
 
 def component_counts(session: Session, remote_id: int) -> Counts:

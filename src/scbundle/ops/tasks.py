@@ -3,7 +3,6 @@ flight, so the 12-hour maintenance can switch network tasks off and wait for the
 
 from __future__ import annotations
 
-import getpass
 import os
 import socket
 import time
@@ -16,6 +15,7 @@ from sqlalchemy import delete, select
 
 from scbundle.core.app import App, utcnow
 from scbundle.core.errors import StateError
+from scbundle.db import journal
 from scbundle.db.models import TaskActivity, TaskSwitch
 
 TASKS = ("prepare", "exec", "poll", "advance")
@@ -39,14 +39,19 @@ def _check(names: Iterable[str]) -> list[str]:
 
 
 def set_enabled(app: App, names: Iterable[str], enabled: bool) -> None:
-    who = f"{getpass.getuser()}@{socket.gethostname()}"
+    """Switch tasks on or off; each switch that changes is journaled with who did it."""
+    who = journal.whoami()
     with app.db.session() as s:
         for name in _check(names):
             row = s.get(TaskSwitch, name)
+            was = True if row is None else row.enabled
             if row is None:
                 s.add(TaskSwitch(task=name, enabled=enabled, changed=utcnow(), changed_by=who))
             else:
                 row.enabled, row.changed, row.changed_by = enabled, utcnow(), who
+            if was != enabled:
+                journal.record(s, kind="task", command="tasks", src="on" if was else "off", dst="on" if enabled else "off",
+                               message=f"task {name} switched {'on' if enabled else 'off'} by {who}")  # fmt: skip
 
 
 def is_enabled(app: App, name: str) -> bool:

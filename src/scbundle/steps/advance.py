@@ -145,7 +145,7 @@ def _advance(app: App, label: str | None, remote_id: int | None) -> AdvanceRepor
         for (nxt, lbl, site), ids in groups.items():
             if ids:
                 policy = app.config.stage_settings(nxt).job_policy
-                into[(nxt, lbl, site)] = rid = new_run(s, stage=nxt, label=lbl, site=site, job_policy=policy, stage_ids=ids)
+                into[(nxt, lbl, site)] = rid = new_run(s, stage=nxt, label=lbl, site=site, job_policy=policy, stage_ids=ids, by="advance")
                 defined.append(Defined(rid, nxt, lbl, site, len(ids)))
 
         out_runs: list[RunAdvanced] = []

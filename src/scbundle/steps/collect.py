@@ -38,6 +38,7 @@ from scbundle.core.text import printable
 from scbundle.db.bulk import update_rows
 from scbundle.db.claims import Claim
 from scbundle.db.identity import installation_id
+from scbundle.db.journal import ReplayCounts
 from scbundle.db.models import RemoteComponent, RemoteRun
 from scbundle.db.runs import component_counts, get_run, move
 from scbundle.site import jobs
@@ -290,7 +291,7 @@ def apply_results(
         comps = s.execute(  # plain (id, idx) rows: no ORM objects for 10^5-10^6 components
             select(RemoteComponent.id, RemoteComponent.idx).where(RemoteComponent.remote_id == remote_id, RemoteComponent.state == ComponentState.RUN)
         ).all()
-        n_good = n_failed = 0
+        n_good = n_failed = n_abandoned = n_refused = 0
         ctx = build_context(app, run)
         for start in range(0, len(comps), REPLAY_CHUNK):  # all in this one transaction; a chunk's rows at a time
             changes, good_records, good_idx = [], [], []
@@ -298,6 +299,7 @@ def apply_results(
                 res = records.get(c.idx) if c.idx is not None else None
                 row: dict = {"id": c.id}
                 if c.idx in refused:
+                    n_refused += 1
                     state, fault, message = ComponentState.ERROR, Fault.DATA, printable(refused[c.idx])[:2000]
                 else:
                     state, fault, message = classify(res, job, max_attempts, policy)
@@ -314,6 +316,7 @@ def apply_results(
                     message = printable(message)
                 row.update(state=state, fault=int(fault), message=message)
                 n_failed += state != ComponentState.FULL
+                n_abandoned += state == ComponentState.ABANDONED
                 changes.append(row)
             update_rows(s, RemoteComponent.__table__, changes)
             stage.replay(s, run, good_records, ctx)
@@ -331,7 +334,8 @@ def apply_results(
         if res_all.unattributed:
             note += f"; {len(res_all.unattributed)} record(s) refused: {printable(res_all.unattributed[0])}"
         state, fault, message = settle(component_counts(s, remote_id), job_policy=run.job_policy, note=note)
-        move(run, state, "poll", fault=fault, message=message)
+        replayed = ReplayCounts(good=n_good, failed=n_failed - n_abandoned, abandoned=n_abandoned, refused=n_refused)
+        move(run, state, "poll", fault=fault, message=message, counts=replayed)
         s.flush()
         failpoint("poll.replayed")  # written, not yet committed
         return Polled(remote_id, job_note, run.state, n_good, n_failed, run.message)
@@ -395,7 +399,7 @@ def refuse_foreign(app: App, run: RemoteRun, run_dir: str, why: str, job: JobSta
             .values(state=ComponentState.ERROR, fault=int(Fault.SYSTEM), message=message[:2000],
                     attempts=case((RemoteComponent.attempts > 0, RemoteComponent.attempts - 1), else_=0))
         ).rowcount  # fmt: skip
-        move(r, RunState.ERROR, "poll", fault=Fault.SYSTEM, message=message)
+        move(r, RunState.ERROR, "poll", fault=Fault.SYSTEM, message=message, counts=ReplayCounts(failed=n))
         r.last_poll, r.sched_state = utcnow(), printable(job.raw)[:64]
     return Polled(run.remote_id, job.state, RunState.ERROR, 0, n, message)
 

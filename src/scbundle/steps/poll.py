@@ -24,6 +24,7 @@ from scbundle.core.errors import (
 from scbundle.core.states import ComponentState, Fault, RunState
 from scbundle.core.text import printable
 from scbundle.db.claims import Claim
+from scbundle.db.journal import ReplayCounts
 from scbundle.db.models import RemoteComponent, RemoteRun
 from scbundle.db.runs import get_run, move, select_runs
 from scbundle.site.link import Transport
@@ -67,12 +68,13 @@ class PollStep(RunStep):
             r.last_poll = utcnow()
             if refused(err):
                 fault = int(getattr(err, "fault", Fault.DATA))
-                s.execute(
+                n = s.execute(
                     update(RemoteComponent)
                     .where(RemoteComponent.remote_id == rid, RemoteComponent.state == ComponentState.RUN)
                     .values(state=ComponentState.ERROR, fault=fault, message=text)
-                )
-                move(r, RunState.ERROR, "poll", fault=fault, message=f"{text} (what the job returned is refused: `scbundle revert --remote-id {rid}` runs it again)")
+                ).rowcount
+                move(r, RunState.ERROR, "poll", fault=fault, message=f"{text} (what the job returned is refused: `scbundle revert --remote-id {rid}` runs it again)",
+                     counts=ReplayCounts(failed=n, refused=n))
             elif isinstance(err, CommandError | DatabaseError | LocalIOError | OSError | TimeoutError):
                 r.fault, r.message = int(Fault.SYSTEM), f"{text} (poll tries again)"
             else:
