@@ -122,7 +122,8 @@ def test_a_look_alike_permanent_root_from_another_account_is_refused_and_reporte
     e.wait_for(lambda: (run_dir / "job.exit").exists(), 120, "the job to end")
     aside = e.permanent.with_name(e.permanent.name + ".mine")
     names = [p.name for p in remote_files() if p.suffix == ".py"]
-    script = f"mv {e.permanent} {aside} && cp -r {aside} {e.permanent} && chmod -R go+w {e.permanent}"
+    # what it can read of ours: not the manifest (0700), which a look-alike need not have
+    script = f"mv {e.permanent} {aside} && {{ cp -r {aside} {e.permanent} || true; }} && chmod -R go+w {e.permanent}"
     for n in names:
         script += f" && printf %s {shlex.quote(trojan(marker))} > {e.permanent}/tools/{tools_hash()}/{n}"
     as_user(other, script)
