@@ -34,10 +34,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from pgkit import wait_until  # one poll-until helper for both test servers
 
 INSTALL_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "install-test-services.sh"
 PREFIX = "scbmaria"
@@ -278,15 +279,6 @@ def start_server() -> MariaServer:
         server.stop()
         raise
     return server
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 60, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 @atexit.register
