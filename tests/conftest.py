@@ -6,10 +6,10 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import clirun
 import pytest
 
 
@@ -22,9 +22,7 @@ class Cli:
         env = dict(self.env)
         if failpoint:
             env["SCBUNDLE_FAILPOINT"] = failpoint
-        p = subprocess.run(
-            [sys.executable, "-m", "scbundle.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
-        )
+        p = clirun.run(list(args), env=env, timeout=timeout)
         if check and p.returncode != 0:
             raise AssertionError(f"scbundle {' '.join(args)} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
         return p

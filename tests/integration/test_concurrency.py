@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -16,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import clirun
 import pytest
 import tomli_w
 from conftest import Cli
@@ -51,12 +51,11 @@ class Env:
         finally:
             engine.dispose()
 
-    def scbundle(self, *args: str, failpoint: str | None = None) -> subprocess.Popen:
+    def scbundle(self, *args: str, failpoint: str | None = None) -> clirun.Proc | subprocess.Popen:
         env = dict(self.cli.env)
         if failpoint:
             env["SCBUNDLE_FAILPOINT"] = failpoint
-        return subprocess.Popen([sys.executable, "-m", "scbundle.cli", *args], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        return clirun.popen(list(args), env=env)  # its own process, started now
 
     def at_once(self, n: int, *args: str, timeout: float = 300) -> list[tuple[int, str, str]]:
         """``n`` processes of the same command started together; (exit code, stdout, stderr) each."""

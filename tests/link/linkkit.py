@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import clirun
 import pexpect
 import tomli_w
 from sitekit import TestSite
@@ -51,8 +52,7 @@ class SshEnv:
         env = dict(self.env)
         if failpoint:
             env["SCBUNDLE_FAILPOINT"] = failpoint
-        p = subprocess.run([sys.executable, "-m", "scbundle.cli", "--config", str(self.config), *args],
-                           env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+        p = clirun.run(["--config", str(self.config), *args], env=env, timeout=timeout)
         if check and p.returncode != 0:
             raise AssertionError(f"scbundle {' '.join(args)} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
         return p
