@@ -209,3 +209,20 @@ def test_a_failing_notifier_is_retried_with_backoff_then_given_up(app):
     assert rows(app) == [("run_error", "failed", 3)] and "gave up after 3 attempt(s)" in rep.failed[0]
     with app.db.read_session() as s:
         assert s.query(Notification).one().last_error == "json://all.example.org: HTTP 500"
+
+
+def test_a_sender_that_read_a_row_before_another_tried_it_cannot_claim_it(app):
+    """Two daemons: B read the row at attempt 0, A tried it (500) and put it back to wait; B's
+    claim must fail, or B would send it at once and count its attempt from the stale read."""
+    from scbundle.ops.notify import _claim
+
+    add_run(app, 1, "day")
+    to(app, 1, "error", fault=6, message="walltime")
+    Notifier(app, sender=Recorder(fail=1)).step()  # A: tried once, failed
+    with app.db.session() as s:
+        s.query(Notification).update({"next_try": datetime(2000, 1, 1)})
+    with app.db.read_session() as s:
+        first = s.query(Notification).order_by(Notification.id).first()
+    assert not _claim(app, first.id, 0, datetime(2100, 1, 1))  # B, from its read before A's try
+    assert rows(app)[0] == ("run_error", "pending", 1)
+    assert _claim(app, first.id, 1, datetime(2100, 1, 1))

@@ -340,9 +340,12 @@ def _take_back_stale(app: App, now: datetime) -> None:
                   .values(state="pending", claimed_at=None, claimed_by=None))  # fmt: skip
 
 
-def _claim(app: App, nid: int, now: datetime) -> bool:
+def _claim(app: App, nid: int, attempts: int, now: datetime) -> bool:
+    """Compare-and-set: the row is ours if it is still pending, due, and at the attempt we read
+    (another sender may have tried it, put it back to wait, since this one read it)."""
     with app.db.session() as s:
-        res = s.execute(update(Notification).where(Notification.id == nid, Notification.state == "pending")
+        res = s.execute(update(Notification).where(Notification.id == nid, Notification.state == "pending",
+                                                   Notification.attempts == attempts, Notification.next_try <= now)
                         .values(state="sending", claimed_at=now, claimed_by=journal.whoami()[:192]))  # fmt: skip
         return res.rowcount == 1
 
@@ -357,7 +360,7 @@ def deliver_due(app: App, tgts: Sequence[Target], now: datetime, report: NotifyR
                              .where(Notification.state == "pending", Notification.next_try <= now)
                              .order_by(Notification.id).limit(100)))  # fmt: skip
     for row in due:
-        if not _claim(app, row.id, now):
+        if not _claim(app, row.id, row.attempts, now):
             continue  # another daemon has it
         t = by_digest.get(row.target)
         why = "its rule is no longer in [notify] rules" if t is None else sender(t.url, row.title, row.body)
