@@ -94,7 +94,7 @@ def run_step(
                                 held.append(str(unclaimed(app.db, run.remote_id, step.states, step.name)))
                             continue
                         why = step.hold(app, claim.run)
-                        if run.site not in journaled:  # a hold begun or ended: one event (the notifier's clock)
+                        if why or run.site not in journaled:  # a hold begun or ended: one event (the notifier's clock)
                             journaled.add(run.site)
                             _journal_throttle(app, step.name, run, why)
                         if why:
@@ -132,7 +132,11 @@ def _journal_throttle(app: App, step: str, run: RemoteRun, why: str | None) -> N
     """A throttle that starts or stops holding ``step`` back on the run's site, journaled; the
     step goes on if the journal cannot be written (the database said why, in the log)."""
     try:
-        with app.db.session() as s:
+        with app.db.read_session() as s:  # most passes change nothing: no write transaction then
+            last = journal.last_hold_event(s, run.site, step)
+        if (last is not None and last.dst == "held") == (why is not None):
+            return
+        with app.db.session() as s:  # and asked again inside it
             journal.throttle_changed(s, site=run.site, step=step, held=why, label=run.label)
     except ScbundleError as err:
         log.warning("%s: throttle event of site %s not journaled: %s", step, run.site, err)
