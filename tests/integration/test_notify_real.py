@@ -139,3 +139,18 @@ def test_two_daemons_send_one_mail_per_event_and_retry_a_failing_webhook(env, sm
     assert "notify:" in logs and "attempt 1 of 10, next in 1 s" in logs
     status = env.cli.json("notify", "status", "--json")
     assert status["counts"] == {"pending": 0, "sending": 0, "sent": 4, "failed": 0}
+
+
+def test_notify_test_says_which_url_failed_and_status_counts_the_outbox(tmp_path, webhook):
+    hook, hook_port = webhook
+    e = make_env(tmp_path, "sqlite")
+    cfg = embedded_default(e.cli.home)
+    cfg["notify"] = {"rules": [{"urls": [f"json://127.0.0.1:{hook_port}/hook"]}]}
+    e.config_path.write_text(tomli_w.dumps(cfg))
+    e.cli("db", "upgrade")
+    first = e.cli("notify", "test", check=False)  # the receiver refuses its first request
+    assert first.returncode == 1 and f"rule 1 json://127.0.0.1:{hook_port}/...: FAILED: json://127.0.0.1:{hook_port}/..." in first.stdout
+    again = e.cli("notify", "test")
+    assert again.stdout.strip() == f"rule 1 json://127.0.0.1:{hook_port}/...: sent"
+    assert [p["title"] for p in hook["ok"]] == ["scbundle: test message"]
+    assert e.cli("notify", "status").stdout.strip() == "0 pending, 0 sending, 0 sent, 0 failed"
