@@ -388,6 +388,9 @@ def test_max_in_flight_holds_exec_back_across_processes_and_status_says_so(env):
     env.cli("daemon", "--once", "--poll-seconds", "0")  # room for two more
     states = dict(env.q("select state, count(*) from remote_run group by state"))
     assert states["pending"] == 1 and states.get("run", 0) + states["full"] == 4 and len(rids) == 5
+    # the journal has one event a hold begun or ended (what a notifier times), not one a pass
+    holds = env.q("select command, site, src, dst from journal_event where kind = 'hold' order by id")
+    assert holds == [("exec", "local", "free", "held"), ("exec", "local", "held", "free"), ("exec", "local", "free", "held")]
 
 
 def test_min_free_disk_holds_prepare_back_and_status_says_so(env):

@@ -7,6 +7,7 @@ from scbundle.cli import (  # noqa: F401 - each adds its commands
     democmd,
     historycmd,
     linkcmd,
+    notifycmd,
     runs,
     sitecmd,
     taskscmd,

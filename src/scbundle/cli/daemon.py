@@ -24,6 +24,7 @@ from scbundle.core.states import RunState
 from scbundle.core.text import printable
 from scbundle.db import journal
 from scbundle.db.identity import DatabaseIdentity, DatabaseReplaced, check_same, identity
+from scbundle.ops.notify import Notifier
 
 log = logging.getLogger("scbundle.daemon")
 CHECK_EVERY_S = 1.0  # while waiting between passes: how often the database's identity is checked
@@ -51,7 +52,8 @@ def _still_mine(app: App, known: DatabaseIdentity, before: str) -> None:
 
 
 def one_pass(
-    app: App, *, poll_seconds: float, label: str | None, prepare: bool, stop: threading.Event, known: DatabaseIdentity
+    app: App, *, poll_seconds: float, label: str | None, prepare: bool, stop: threading.Event, known: DatabaseIdentity,
+    notifier: Notifier | None = None,
 ) -> None:
     from scbundle.steps.exec import exec_runs
     from scbundle.steps.poll import poll_runs
@@ -86,9 +88,19 @@ def one_pass(
     def poll_step() -> None:
         report("poll", poll_runs(app, label=label, min_age_s=poll_seconds), lambda r: f"{r.state} ({r.job_state})")
 
+    def notify_step() -> None:  # [notify]: what the journal tells, sent once; a failed send is retried later
+        assert notifier is not None
+        rep = notifier.step()
+        for line in rep.sent:
+            _log(f"notify: {line}")
+        for line in rep.failed:
+            _log(f"notify: {line}")
+
     if prepare:
         steps.append(("prepare", prepare_step))
     steps += [("exec", exec_step), ("poll", poll_step), ("advance", advance_step)]
+    if notifier is not None:
+        steps.append(("notify", notify_step))
     for name, step in steps:
         if stop.is_set():
             return
@@ -131,11 +143,14 @@ def run_daemon(app: App, *, once: bool = False, loop_seconds: float | None = Non
     configure_logging()
     journal.origin(daemon=True)  # its events say so
     known = identity(app.db)
+    notifier = Notifier(app) if app.config.notify.rules else None
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    _log(f"started: database installation {known.installation_id}, loop every {loop_s:g} s, poll runs older than {poll_s:g} s")
+    _log(f"started: database installation {known.installation_id}, loop every {loop_s:g} s, poll runs older than {poll_s:g} s"
+         + (f", notifying {len(app.config.notify.rules)} rule(s)" if notifier else ""))
     try:
         while not stop.is_set():
-            one_pass(app, poll_seconds=poll_s, label=settings.label, prepare=settings.prepare, stop=stop, known=known)
+            one_pass(app, poll_seconds=poll_s, label=settings.label, prepare=settings.prepare, stop=stop, known=known,
+                     notifier=notifier)
             if once:
                 break
             _wait(app, stop, loop_s, known)

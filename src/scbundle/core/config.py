@@ -235,6 +235,39 @@ class DaemonSettings(_Strict):
     label: str | None = None  # only runs of this label
 
 
+#: what a notification rule may ask for (docs/notifications.md)
+NOTIFY_EVENTS = ("stage_full", "run_error", "link_expiring", "link_down", "throttle_held")
+
+
+class NotifyRule(_Strict):
+    """Where to send which events: Apprise URLs, the events (all when omitted), the labels
+    (every label when omitted; an event of no label, a link's, goes to rules without labels)."""
+
+    urls: Annotated[list[str], Field(min_length=1)]
+    events: list[Literal["stage_full", "run_error", "link_expiring", "link_down", "throttle_held"]] = list(NOTIFY_EVENTS)
+    labels: list[str] | None = None
+
+    @field_validator("urls")
+    @classmethod
+    def _urls_have_a_scheme(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if "://" not in url:
+                raise ValueError("an Apprise URL is scheme://..., e.g. mailtos://user:pass@host or json://host/path")
+        return v
+
+
+class NotifySettings(_Strict):
+    """``[notify]``: the rules, and when the derived events are due."""
+
+    rules: list[NotifyRule] = Field(default_factory=list)
+    web_url: str | None = None  # the web console's address: a run error's message links the run page
+    link_warn_minutes: Annotated[float, Field(gt=0)] = 60.0  # "the link drops within the hour"
+    throttle_minutes: Annotated[float, Field(gt=0)] = 60.0  # work held back longer than this
+    lookback_hours: Annotated[float, Field(gt=0)] = 24.0  # a daemon starting looks this far back in the journal
+    retry_seconds: Annotated[float, Field(gt=0)] = 60.0  # first retry of a failed send; doubles each time
+    max_attempts: Annotated[int, Field(ge=1)] = 10  # then the notification is failed (`notify status`)
+
+
 class Config(_Strict):
     database: str
     workdir: str
@@ -242,6 +275,7 @@ class Config(_Strict):
     sites: dict[str, Site]
     stages: dict[str, StageSettings] = Field(default_factory=dict)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     source: str = "embedded default"
 
     _abs = field_validator("workdir")(classmethod(lambda cls, v: _absolute_posix(v)))

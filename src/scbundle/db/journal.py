@@ -135,3 +135,30 @@ def last_link_event(session: Session, site: str, host: str) -> Event | None:
         .order_by(JournalEvent.id.desc()).limit(1)
     ).all()  # fmt: skip
     return _event(rows[0]) if rows else None
+
+
+def last_hold_event(session: Session, site: str, step: str) -> Event | None:
+    """The newest throttle event of ``step`` on ``site`` (dst "held" or "free")."""
+    rows = session.scalars(
+        select(JournalEvent).where(JournalEvent.kind == "hold", JournalEvent.site == site, JournalEvent.command == step)
+        .order_by(JournalEvent.id.desc()).limit(1)
+    ).all()  # fmt: skip
+    return _event(rows[0]) if rows else None
+
+
+def throttle_changed(session: Session, *, site: str, step: str, held: str | None, label: str | None = None) -> bool:
+    """Journal that a throttle started holding ``step`` back on ``site`` (``held``: its message)
+    or let it go (None), when that changes what the last such event said; True if one was added.
+    One event a hold, not one a pass: a notifier measures how long work has been held back."""
+    last = last_hold_event(session, site, step)
+    was_held = last is not None and last.dst == "held"
+    if (held is not None) == was_held:
+        return False
+    record(session, kind="hold", command=step, site=site, label=label, src="free" if held else "held",
+           dst="held" if held else "free", message=held)  # fmt: skip
+    return True
+
+
+def from_row(row: JournalEvent) -> Event:
+    """A journal row as the frozen Event readers see (for a reader's own query)."""
+    return _event(row)

@@ -356,3 +356,32 @@ class JournalEvent(Base):
 Index("ix_journal_event_remote_id", JournalEvent.remote_id, JournalEvent.id)
 Index("ix_journal_event_label", JournalEvent.label, JournalEvent.id)
 Index("ix_journal_event_at", JournalEvent.at)
+
+
+class Notification(Base):
+    """One message of the outbox to one address: an event derived from the journal (``kind``,
+    anchored at the journal event ``event_id``) for one target (``target``: a digest of one rule's
+    URL with its events and labels). The unique (kind, event_id, target) makes it sent once
+    however many daemons derive it; a sender claims it (pending -> sending, compare-and-set)."""
+
+    __tablename__ = "notification"
+    __table_args__ = (UniqueConstraint("kind", "event_id", "target"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # stage_full, run_error, link_expiring, link_down, throttle_held
+    event_id: Mapped[int] = mapped_column(Integer)  # the journal event it is derived from
+    target: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str | None] = mapped_column(String(128))
+    title: Mapped[str] = mapped_column(String(250))
+    body: Mapped[str] = mapped_column(String(4000))
+    state: Mapped[str] = mapped_column(String(16))  # pending, sending, sent, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_try: Mapped[datetime]  # UTC: not sent before
+    claimed_at: Mapped[datetime | None]  # a sender's claim (a stale one is taken back)
+    claimed_by: Mapped[str | None] = mapped_column(String(192))
+    last_error: Mapped[str | None] = mapped_column(String(2000))
+    created: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+Index("ix_notification_state", Notification.state, Notification.next_try)

@@ -35,6 +35,7 @@ from scbundle.core.states import (
     settle,
 )
 from scbundle.core.text import printable
+from scbundle.db import journal
 from scbundle.db.bulk import update_rows
 from scbundle.db.claims import Claim
 from scbundle.db.identity import installation_id
@@ -154,12 +155,24 @@ class Products:
     destinations: dict[int, Path] = field(default_factory=dict)
     roots: list[Path] = field(default_factory=list)
 
+    #: the directories delivered into, and how many products (where a person finds them)
+    delivered_dirs: set[str] = field(default_factory=set)
+    n_delivered: int = 0
+
     def deliver(self, components: Iterable[int]) -> None:
         """Move the staged products of ``components`` to their destinations."""
         want = set(components)
         for row, src in self.staged.items():
             if self.owners[row] in want:
                 _deliver(src, self.destinations[row], self.roots)
+                self.delivered_dirs.add(str(self.destinations[row].parent))
+                self.n_delivered += 1
+
+    def where(self) -> str | None:
+        """The products delivered, in a line: how many, under which directory (None: none)."""
+        if not self.delivered_dirs:
+            return None
+        return f"{self.n_delivered} product(s) under {os.path.commonpath(sorted(self.delivered_dirs))}"
 
 
 def _inside(path: Path, roots: Sequence[Path]) -> bool:
@@ -336,6 +349,10 @@ def apply_results(
         state, fault, message = settle(component_counts(s, remote_id), job_policy=run.job_policy, note=note)
         replayed = ReplayCounts(good=n_good, failed=n_failed - n_abandoned, abandoned=n_abandoned, refused=n_refused)
         move(run, state, "poll", fault=fault, message=message, counts=replayed)
+        if products is not None and (where := products.where()):  # where a stage's products are ([notify])
+            # no remote_id: the run's own history stays its state changes; the label's has it
+            journal.record(s, kind="products", command="poll", label=run.label, stage=run.stage, site=run.site,
+                           message=f"remote_id {run.remote_id}: {where}")  # fmt: skip
         s.flush()
         failpoint("poll.replayed")  # written, not yet committed
         return Polled(remote_id, job_note, run.state, n_good, n_failed, run.message)

@@ -21,6 +21,7 @@ from scbundle.core.app import App
 from scbundle.core.errors import LinkDownError, ScbundleError
 from scbundle.core.states import Fault
 from scbundle.core.text import printable
+from scbundle.db import journal
 from scbundle.db.claims import Claim, claim_run, unclaimed
 from scbundle.db.models import RemoteRun
 from scbundle.ops.auth import mark_auth
@@ -77,6 +78,7 @@ def run_step(
     held: list[str] = []
     reason: str | None = None
     waiting: set[str] = set()  # sites whose later runs wait: link down, or a throttle
+    journaled: set[str] = set()  # sites whose throttle this pass has told the journal of
     transports: dict[str, Transport] = {}
     with in_flight(app, step.name):
         try:
@@ -92,6 +94,9 @@ def run_step(
                                 held.append(str(unclaimed(app.db, run.remote_id, step.states, step.name)))
                             continue
                         why = step.hold(app, claim.run)
+                        if why or run.site not in journaled:  # a hold begun or ended: one event (the notifier's clock)
+                            journaled.add(run.site)
+                            _journal_throttle(app, step.name, run, why)
                         if why:
                             held.append(why)
                             waiting.add(run.site)
@@ -121,6 +126,20 @@ def run_step(
             for t in transports.values():
                 t.close()
     return StepReport(results, paused, reason, held=held)
+
+
+def _journal_throttle(app: App, step: str, run: RemoteRun, why: str | None) -> None:
+    """A throttle that starts or stops holding ``step`` back on the run's site, journaled; the
+    step goes on if the journal cannot be written (the database said why, in the log)."""
+    try:
+        with app.db.read_session() as s:  # most passes change nothing: no write transaction then
+            last = journal.last_hold_event(s, run.site, step)
+        if (last is not None and last.dst == "held") == (why is not None):
+            return
+        with app.db.session() as s:  # and asked again inside it
+            journal.throttle_changed(s, site=run.site, step=step, held=why, label=run.label)
+    except ScbundleError as err:
+        log.warning("%s: throttle event of site %s not journaled: %s", step, run.site, err)
 
 
 def describe(err: BaseException) -> str:
