@@ -34,7 +34,7 @@ from scbundle.core.states import ComponentState
 from scbundle.core.text import printable, printable_data
 from scbundle.db import journal
 from scbundle.ops import tasks as task_switches
-from scbundle.steps.status import ComponentFilter, status_document
+from scbundle.steps.status import FAILED, ComponentFilter, status_document
 from scbundle.web import views
 from scbundle.web.auth import COOKIE, SESSION_S, Keyring, Principal
 from scbundle.web.svg import done_svg
@@ -224,7 +224,7 @@ def create_app(app: App, keyring: Keyring) -> FastAPI:
     def _filter(state: str | None, fault: int | None, rank: int | None, host: str | None) -> ComponentFilter:
         if state is not None and state not in (*STATES, "failed"):
             raise HTTPException(422, f"bad input: state {state!r} is not one of {', '.join((*STATES, 'failed'))}")
-        states = views.FAILED if state == "failed" else (state,) if state else None
+        states = FAILED if state == "failed" else (state,) if state else None
         return ComponentFilter(states=states, fault=fault, rank=rank, host=host)
 
     Rank = Annotated[int | None, Query(ge=0, le=10**7)]
