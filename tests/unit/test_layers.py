@@ -168,3 +168,17 @@ def test_the_checks_find_each_kind_of_breach(tmp_path):
     assert upward_imports(graph) == ["scbundle.db.x (db) imports scbundle.steps.exec (steps)"]
     assert step_to_step(graph) == ["scbundle.steps.exec imports scbundle.steps.poll", "scbundle.steps.poll imports scbundle.steps.exec"]
     assert any("scbundle.steps.exec -> scbundle.steps.poll -> scbundle.steps.exec" in c for c in cycles(graph))
+
+
+def test_web_sits_beside_cli():
+    """The console may use what cli uses; cli reaches it only through the `web` command, and
+    it never imports cli."""
+    graph = {
+        "scbundle.web.app": {"scbundle.steps.status", "scbundle.cli.render"},
+        "scbundle.cli.webcmd": {"scbundle.web.server"},
+        "scbundle.cli.runs": {"scbundle.web.views"},
+    }
+    assert upward_imports(graph) == [
+        "scbundle.cli.runs (cli) imports scbundle.web.views (web)",
+        "scbundle.web.app (web) imports scbundle.cli.render (cli)",
+    ]
