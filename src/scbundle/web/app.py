@@ -142,7 +142,7 @@ def create_app(app: App, keyring: Keyring) -> FastAPI:
         resp.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
         resp.headers["X-Frame-Options"] = "DENY"
         resp.headers["X-Content-Type-Options"] = "nosniff"
-        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["Referrer-Policy"] = "same-origin"  # no-referrer would make a browser send "Origin: null" on our own forms
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
