@@ -148,3 +148,13 @@ def test_no_page_shows_a_token(console, client):
                  "/api/overview", f"/api/runs/{rid}", "/api/history", "/login"):
         text = client.get(path).text
         assert OPERATOR not in text and READER not in text, path
+
+
+def test_the_run_pages_filter_form_treats_empty_fields_as_any(console, client):
+    rid = console.run_ids["web0"]
+    r = client.get(f"/runs/{rid}", params={"state": "", "fault": "", "rank": "", "host": ""}, headers=BEARER)
+    assert r.status_code == 200 and r.text.count('class="component"') == 4
+    r = client.get(f"/runs/{rid}", params={"state": "error", "fault": "5", "rank": "", "host": ""}, headers=BEARER)
+    assert r.text.count('class="component"') == 1
+    r = client.get(f"/runs/{rid}", params={"fault": "x"}, headers=BEARER)
+    assert r.status_code == 422 and "fault &#39;x&#39; is not a whole number from 0 to 6" in r.text

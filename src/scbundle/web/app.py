@@ -14,6 +14,7 @@ naming it; an unexpected failure is a 500 that says only that (the server's log 
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -238,9 +239,15 @@ def create_app(app: App, keyring: Keyring) -> FastAPI:
 
     @web.get("/runs/{remote_id}", response_class=HTMLResponse)
     def run_html(request: Request, p: Reader, remote_id: RunId,
-                 state: Annotated[str | None, Query(max_length=16)] = None, fault: FaultQ = None, rank: Rank = None,
-                 host: Annotated[Name | None, Query()] = None, offset: Offset = 0) -> Response:  # fmt: skip
-        data = views.run_page(app, remote_id, _filter(state or None, fault, rank, host), offset=offset)
+                 state: Annotated[str | None, Query(max_length=16)] = None, fault: Annotated[str, Query(max_length=2)] = "",
+                 rank: Annotated[str, Query(max_length=8)] = "", host: Annotated[str, Query(max_length=128)] = "",
+                 offset: Offset = 0) -> Response:  # fmt: skip
+        # the filter form sends every field, the empty ones as "": each is "any"
+        fault_n, rank_n = _opt_int("fault", fault, 0, 6), _opt_int("rank", rank, 0, 10**7)
+        if host and not re.fullmatch(r"[A-Za-z0-9_.:@+-]+", host):
+            raise HTTPException(422, f"bad input: host {host!r} is not a host name")
+        data = views.run_page(app, remote_id, _filter(state or None, fault_n, rank_n, host or None), offset=offset)
+        fault, rank = fault_n, rank_n  # type: ignore[assignment]
         return page(request, "run.html", data=data, f={"state": state or "", "fault": fault, "rank": rank, "host": host or ""},
                     offset=offset, states=(*STATES, "failed"))  # fmt: skip
 
@@ -343,6 +350,14 @@ def _model(cls: type[BaseModel], **values: Any) -> Any:
     except ValidationError as err:
         parts = [f"{'.'.join(str(x) for x in e['loc']) or 'input'}: {e['msg']}" for e in err.errors()]
         raise HTTPException(422, "bad input: " + "; ".join(parts)) from None
+
+
+def _opt_int(name: str, text: str, lo: int, hi: int) -> int | None:
+    if not text.strip():
+        return None
+    if not text.strip().isdigit() or not lo <= int(text) <= hi:
+        raise HTTPException(422, f"bad input: {name} {text!r} is not a whole number from {lo} to {hi}")
+    return int(text)
 
 
 def _duration(seconds: float | None) -> str:
