@@ -104,3 +104,23 @@ def test_the_plot_draws_each_stage_and_escapes_names():
                                       ("/\\evil", "/"), ("", "/"), (None, "/"), ("runs", "/")])
 def test_a_form_sends_back_only_to_this_server(back, to):
     assert _safe_back(back) == to
+
+
+def test_a_components_record_and_its_rank_log_lines(tmp_path):
+    from scbundle.web.views import _rank_log, _rank_record
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "results" / "rank-00002.jsonl").write_text(
+        '{"index": 6, "exit": 0}\nnot json\n{"index": 7, "exit": 5, "phase": "command", "error": "bad input"}\n')
+    (tmp_path / "logs" / "rank-00002.log").write_text(
+        "=== 10:00 index 6 stage_id 16 attempt 1 command\nok\n=== exit 0 after 0.1s\n"
+        "=== 10:01 index 7 stage_id 17 attempt 1 command\n--- stderr ---\nbad input\n=== exit 5 after 0.2s\n"
+        "=== 10:01 index 7 stage_id 17 attempt 2 command\nbad input\n=== exit 5 after 0.2s\n"
+        "=== 10:02 index 17 stage_id 27 attempt 1 command\nother\n")  # index 17 is not index 7
+    assert _rank_record(tmp_path, 2, 7) == {"index": 7, "exit": 5, "phase": "command", "error": "bad input"}
+    assert _rank_record(tmp_path, 2, 8) is None and _rank_record(tmp_path, 3, 7) is None
+    lines = _rank_log(tmp_path, 2, 7)
+    assert lines[0].startswith("=== 10:01 index 7 ") and "attempt 2" in lines[4] and lines[-1] == "=== exit 5 after 0.2s"
+    assert not any("other" in x or "ok" == x for x in lines)
+    assert _rank_log(tmp_path, 9, 7) is None
