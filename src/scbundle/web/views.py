@@ -25,6 +25,7 @@ from scbundle.steps.status import (
     as_json,
     component_statuses,
     fault_counts,
+    run_statuses,
     status_document,
 )
 
@@ -129,17 +130,16 @@ def overview(app: App, *, label: str | None = None) -> dict:
 
 
 def run_page(app: App, remote_id: int, where: ComponentFilter, *, offset: int = 0, limit: int = 200) -> dict:
-    doc = status_document(app, remote_id=remote_id)
+    (run,) = as_json(run_statuses(app, remote_id=remote_id))  # status's own record (not its failed-component list)
     with app.db.read_session() as s:
         history = journal.events(s, remote_id=remote_id, kind="run")
     comps = component_statuses(app, remote_id, where=where, offset=offset, limit=limit + 1)
     return {
-        "run": doc["runs"][0],
+        "run": run,
         "history": [event_json(e) for e in history],
         "components": as_json(comps[:limit]),
         "more": len(comps) > limit,
         "faults": {str(k): v for k, v in fault_counts(app, [remote_id]).get(remote_id, {}).items()},
-        "sites": doc["sites"],
     }
 
 
