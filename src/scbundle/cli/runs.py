@@ -184,7 +184,13 @@ def advance(c: Ctx, label: str | None, remote_id: int | None, as_json: bool) -> 
 def status(c: Ctx, label: str | None, remote_id: int | None, show_all: bool, as_json: bool) -> None:
     """Runs by state (Njobs/Ngood/Nfail) and, with --remote-id, their components."""
     from scbundle.ops.throttle import site_loads
-    from scbundle.steps.status import advance_lines, blocked_items, component_statuses, run_statuses, status_document
+    from scbundle.steps.status import (
+        advance_lines,
+        blocked_items,
+        component_statuses,
+        run_statuses,
+        status_document,
+    )
 
     app = c.app()
     if as_json:

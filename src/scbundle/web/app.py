@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, FastAPI, Form, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,10 +48,6 @@ STATES = tuple(s.value for s in ComponentState)
 RunId = Annotated[int, Path(ge=1, le=MAX_ID)]
 StageId = Annotated[int, Path(ge=0, le=MAX_ID)]
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@+-]+$")]
-
-
-class Refused(HTTPException):
-    pass
 
 
 def _json(data: Any, status: int = 200) -> Response:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -19,9 +18,8 @@ from scbundle.db.models import RemoteComponent, RemoteRun
 from scbundle.db.runs import get_run
 from scbundle.ops import tasks
 from scbundle.steps.status import (
+    FAILED,
     ComponentFilter,
-    ComponentStatus,
-    RunStatus,
     as_json,
     component_statuses,
     fault_counts,
@@ -222,7 +220,7 @@ def components_with_fault(app: App, *, label: str, stage: str, fault: int | None
         q = (
             select(RemoteComponent.remote_id, RemoteComponent.stage_id)
             .join(RemoteRun, RemoteRun.remote_id == RemoteComponent.remote_id)
-            .where(RemoteRun.label == label, RemoteRun.stage == stage, RemoteComponent.state.in_(["error", "abandoned"]))
+            .where(RemoteRun.label == label, RemoteRun.stage == stage, RemoteComponent.state.in_(list(FAILED)))
             .order_by(RemoteComponent.remote_id, RemoteComponent.stage_id)
             .limit(limit)
         )
@@ -255,8 +253,3 @@ def done_series(events: list[journal.Event]) -> dict[str, list[tuple[str, int]]]
     return out
 
 
-def parse_at(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-__all__ = ["ComponentStatus", "RunStatus", "overview", "run_page", "component_page", "history", "stage_rows", "link_level"]
