@@ -118,7 +118,8 @@ def link_rows(app: App) -> list[LinkRow]:
 
 def overview(app: App, *, label: str | None = None) -> dict:
     doc = status_document(app, label=label)
-    faults = fault_counts(app)
+    # only runs status counted failures in: an index range each (ix_remote_component_run_state), not every row
+    faults = fault_counts(app, [r["remote_id"] for r in doc["runs"] if r["nfail"] or r["nabandoned"]])
     return {
         "status": doc,
         "stages": [asdict(r) for r in stage_rows(doc["runs"], faults)],
