@@ -2,7 +2,7 @@
 # Install what the real ssh test site (tests/sitekit.py) and the real Slurm (tests/slurmkit.py) need,
 # from Debian's packages: sshd + ssh client, pam_oath + oathtool, ip (network namespaces), procps;
 # Slurm 22.05 (slurmctld, slurmd, the client commands) and munge; PostgreSQL (tests/pgkit.py);
-# MariaDB (tests/mariakit.py).
+# MariaDB (tests/mariakit.py); chromium + chromium-driver (the web console's browser tests).
 # Idempotent: installs only when a package is missing, runs `apt-get update` at most once, and never
 # starts (or leaves running) the system's ssh, munge, slurm, PostgreSQL or MariaDB services: the tests
 # run their own.
@@ -12,6 +12,7 @@ PKGS=(openssh-server openssh-client libpam-oath oathtool iproute2 procps)
 PKGS+=(slurmctld slurmd slurm-client munge)
 PKGS+=(postgresql)  # initdb / pg_ctl for the private PostgreSQL of tests/pgkit.py (never the system cluster)
 PKGS+=(mariadb-server)  # mariadb-install-db / mariadbd for the private MariaDB of tests/mariakit.py (never the system one)
+PKGS+=(chromium chromium-driver)  # headless browser + chromedriver for the web console's browser tests (tests/web/)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "install-test-services: no dpkg here; install ${PKGS[*]} (or equivalents) by hand" >&2

@@ -11,6 +11,7 @@ from scbundle.cli import (  # noqa: F401 - each adds its commands
     runs,
     sitecmd,
     taskscmd,
+    webcmd,
     workcmd,
 )
 from scbundle.cli.main import cli, main

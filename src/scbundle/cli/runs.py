@@ -184,17 +184,22 @@ def advance(c: Ctx, label: str | None, remote_id: int | None, as_json: bool) -> 
 def status(c: Ctx, label: str | None, remote_id: int | None, show_all: bool, as_json: bool) -> None:
     """Runs by state (Njobs/Ngood/Nfail) and, with --remote-id, their components."""
     from scbundle.ops.throttle import site_loads
-    from scbundle.steps.status import advance_lines, blocked_items, component_statuses, run_statuses
-    from scbundle.steps.status import as_json as status_json
+    from scbundle.steps.status import (
+        advance_lines,
+        blocked_items,
+        component_statuses,
+        run_statuses,
+        status_document,
+    )
 
     app = c.app()
+    if as_json:
+        emit_json(status_document(app, label=label, remote_id=remote_id, show_all=show_all))
+        return
     runs = run_statuses(app, label=label, remote_id=remote_id)
     comps = component_statuses(app, remote_id, only_failed=not show_all) if remote_id is not None else []
     blocked = blocked_items(app, [r.remote_id for r in runs if r.advanced])
     sites = site_loads(app)
-    if as_json:
-        emit_json({"runs": status_json(runs), "components": status_json(comps), "blocked": status_json(blocked), "sites": rows_json(sites)})
-        return
     con = app.console
     if not runs:
         say(con, "no runs" + (f" with label {label}" if label else "") + " (`scbundle define` makes one)")

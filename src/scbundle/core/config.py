@@ -268,6 +268,49 @@ class NotifySettings(_Strict):
     max_attempts: Annotated[int, Field(ge=1)] = 10  # then the notification is failed (`notify status`)
 
 
+_WEB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+WEB_TOKEN_MIN = 16  # characters: a token is a password a script sends; a short one is guessed
+
+
+def check_web_token(v: str) -> str:
+    if len(v) < WEB_TOKEN_MIN or v != v.strip():
+        raise ValueError(f"a web token needs at least {WEB_TOKEN_MIN} characters and no surrounding spaces")
+    return v
+
+
+class WebUser(_Strict):
+    """A person or script with a token of its own (``[web.users.NAME]``): a reader sees the
+    pages and the API, an operator may also act (revert, task switches, cancel)."""
+
+    token: str
+    role: Literal["reader", "operator"] = "reader"
+
+    _token = field_validator("token")(classmethod(lambda cls, v: check_web_token(v)))
+
+
+class WebSettings(_Strict):
+    """`scbundle web`: ``token`` is the operator token (``$SCBUNDLE_WEB_TOKEN`` takes its place
+    when set); ``users`` name readers and operators with tokens of their own."""
+
+    token: str | None = None
+    users: dict[str, WebUser] = Field(default_factory=dict)
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        return None if v is None else check_web_token(v)
+
+    @model_validator(mode="after")
+    def _names_and_tokens(self) -> WebSettings:
+        bad = [n for n in self.users if not _WEB_NAME.match(n)]
+        if bad:
+            raise ValueError(f"web user names are letters, digits and _.@- (at most 64): {bad!r} is not")
+        tokens = [u.token for u in self.users.values()] + ([self.token] if self.token else [])
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("two web users share a token: each needs its own (the journal names who acted by it)")
+        return self
+
+
 class Config(_Strict):
     database: str
     workdir: str
@@ -276,6 +319,7 @@ class Config(_Strict):
     stages: dict[str, StageSettings] = Field(default_factory=dict)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     source: str = "embedded default"
 
     _abs = field_validator("workdir")(classmethod(lambda cls, v: _absolute_posix(v)))

@@ -16,6 +16,9 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -49,8 +52,32 @@ def origin(*, daemon: bool) -> None:
     _ORIGIN.daemon = daemon
 
 
+@dataclass(frozen=True)
+class _Actor:
+    command: str
+    who: str
+
+
+_ACTOR: ContextVar[_Actor | None] = ContextVar("scbundle_journal_actor", default=None)
+
+
+@contextmanager
+def acting(command: str, who: str) -> Iterator[None]:
+    """Events recorded inside the block (in this thread or task) are ``command``'s, done by
+    ``who``: the web console runs the CLI's own code for a person it authenticated."""
+    token = _ACTOR.set(_Actor(command, who))
+    try:
+        yield
+    finally:
+        _ACTOR.reset(token)
+
+
 def whoami() -> str:
-    """user@host of this process (the uid when the user has no name here)."""
+    """user@host of this process (the uid when the user has no name here), or the person
+    ``acting`` names."""
+    actor = _ACTOR.get()
+    if actor is not None:
+        return actor.who
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -62,6 +89,9 @@ def record(session: Session, *, kind: str, command: str, message: str | None = N
            label: str | None = None, stage: str | None = None, site: str | None = None, src: str | None = None,
            dst: str | None = None, fault: int | None = None, counts: ReplayCounts | None = None) -> JournalEvent:
     """Add one event to ``session`` (it is written when the session flushes, kept when it commits)."""
+    actor = _ACTOR.get()
+    if actor is not None:
+        command = actor.command
     ev = JournalEvent(
         at=utcnow(), kind=kind, command=command[:16], daemon=_ORIGIN.daemon, remote_id=remote_id, label=label,
         stage=stage, site=site, src=None if src is None else str(src), dst=None if dst is None else str(dst),

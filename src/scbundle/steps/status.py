@@ -96,6 +96,8 @@ class ComponentStatus:
     rank: int | None
     seconds: float | None
     message: str | None
+    host: str | None = None
+    idx: int | None = None  # its line in the bundle (the index of its record in the rank files)
 
 
 def run_statuses(app: App, *, label: str | None = None, remote_id: int | None = None) -> list[RunStatus]:
@@ -176,19 +178,64 @@ def advance_lines(runs: list[RunStatus], blocked: list[BlockedStatus], *, verbos
     return out
 
 
-def component_statuses(app: App, remote_id: int, *, only_failed: bool = False) -> list[ComponentStatus]:
+@dataclass(frozen=True)
+class ComponentFilter:
+    """Which of a run's components to list (each None: any)."""
+
+    states: tuple[str, ...] | None = None
+    fault: int | None = None
+    rank: int | None = None
+    host: str | None = None
+    stage_id: int | None = None
+
+
+FAILED = (ComponentState.ERROR, ComponentState.ABANDONED)
+
+
+def component_statuses(app: App, remote_id: int, *, only_failed: bool = False, where: ComponentFilter | None = None,
+                       offset: int = 0, limit: int | None = None) -> list[ComponentStatus]:
+    where = where or ComponentFilter(states=FAILED if only_failed else None)
     with app.db.read_session() as s:
         get_run(s, remote_id)
         q = select(RemoteComponent).where(RemoteComponent.remote_id == remote_id).order_by(RemoteComponent.stage_id)
-        if only_failed:
-            q = q.where(RemoteComponent.state.in_([ComponentState.ERROR, ComponentState.ABANDONED]))
+        if where.states is not None:
+            q = q.where(RemoteComponent.state.in_(list(where.states)))
+        if where.fault is not None:
+            q = q.where(RemoteComponent.fault == where.fault)
+        if where.rank is not None:
+            q = q.where(RemoteComponent.rank == where.rank)
+        if where.host is not None:
+            q = q.where(RemoteComponent.host == where.host)
+        if where.stage_id is not None:
+            q = q.where(RemoteComponent.stage_id == where.stage_id)
+        if offset:
+            q = q.offset(offset)
+        if limit is not None:
+            q = q.limit(limit)
         return [
             ComponentStatus(
                 stage_id=c.stage_id, state=c.state, fault=c.fault, attempts=c.attempts, exit_code=c.exit_code, rank=c.rank,
                 seconds=(c.t_end - c.t_start) if c.t_start is not None and c.t_end is not None else None, message=c.message,
+                host=c.host, idx=c.idx,
             )
             for c in s.scalars(q)
         ]  # fmt: skip
+
+
+def fault_counts(app: App, remote_ids: list[int] | None = None) -> dict[int, dict[int, int]]:
+    """Failed (error or abandoned) components by run and fault code: {remote_id: {fault: n}}."""
+    with app.db.read_session() as s:
+        q = (
+            select(RemoteComponent.remote_id, RemoteComponent.fault, func.count())
+            .where(RemoteComponent.state.in_(list(FAILED)))
+            .group_by(RemoteComponent.remote_id, RemoteComponent.fault)
+        )
+        if remote_ids is not None:
+            q = q.where(RemoteComponent.remote_id.in_(remote_ids))
+        out: dict[int, dict[int, int]] = {}
+        for rid, fault, n in s.execute(q):
+            out.setdefault(rid, {})[fault] = n
+        return out
 
 
 def as_json(rows: list) -> list[dict]:
@@ -201,3 +248,14 @@ def as_json(rows: list) -> list[dict]:
                               busy_core_h=usage.busy_core_h, fill=usage.fill, time_used=usage.time_used)  # fmt: skip
         out.append(d)
     return out
+
+
+def status_document(app: App, *, label: str | None = None, remote_id: int | None = None, show_all: bool = False) -> dict:
+    """What `scbundle status --json` prints (and the web console's /api/status serves)."""
+    from scbundle.ops.throttle import site_loads
+
+    runs = run_statuses(app, label=label, remote_id=remote_id)
+    comps = component_statuses(app, remote_id, only_failed=not show_all) if remote_id is not None else []
+    blocked = blocked_items(app, [r.remote_id for r in runs if r.advanced])
+    sites = site_loads(app)
+    return {"runs": as_json(runs), "components": as_json(comps), "blocked": as_json(blocked), "sites": [asdict(x) for x in sites]}
