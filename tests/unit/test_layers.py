@@ -15,7 +15,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 ORDER = ["core", "db", "site", "stages", "bundle", "ops", "steps", "cli"]
-STEP_HELPERS = {"common", "collect", "replay", "loop"}
+STEP_HELPERS = {"common", "collect", "products", "replay", "loop"}
 
 
 def module_name(path: Path, src: Path = SRC) -> str:
