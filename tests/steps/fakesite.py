@@ -31,12 +31,13 @@ from scbundle.site.link.local import LocalTransport
 
 @dataclass
 class Faults:
-    """What goes wrong, and where: each a word of the argv (a tool, a subcommand, a run
-    directory) that picks the invocations it hits."""
+    """What goes wrong, and where: a part of a path in the argv (a site's root, a run
+    directory), or for ``cut_on`` one whole word of it (a subcommand: ``pack``), picks the
+    invocations it hits."""
 
     down: bool = False  # the link is down before anything is asked (live_transport refuses)
-    drop_on: str | None = None  # the invocation whose argv holds this word finds the link dropped
-    cut_on: str | None = None  # the stream of this invocation's stdout is cut after cut_bytes
+    drop_on: str | None = None  # the invocation whose argv holds this finds the link dropped
+    cut_on: str | None = None  # the stdout of the invocation with this word is cut after cut_bytes
     cut_bytes: int = 1024
     fail_on: str | None = None  # this invocation exits 1, as a tool that failed on the site
 
@@ -80,7 +81,7 @@ class DirTransport(LocalTransport):
         f = self.fake.faults
         if self._hits(argv, f.fail_on):
             return ["sh", "-c", "echo 'the site says no' >&2; exit 1"]
-        if self._hits(argv, f.cut_on):  # the real tool, its output cut short, and the command failed (as a dropped channel)
+        if f.cut_on is not None and f.cut_on in argv:  # the real tool, its output cut short, and the command failed (as a dropped channel)
             return ["bash", "-c", f'"$@" | head -c {int(f.cut_bytes)}; echo "channel closed" >&2; exit 141', "bash", *argv]
         return list(argv)
 
