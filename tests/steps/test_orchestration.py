@@ -22,6 +22,8 @@ from scbundle.core.app import App
 from scbundle.core.states import RunState
 from scbundle.db.claims import claim_run
 from scbundle.db.models import RemoteComponent, RemoteRun
+from scbundle.stages.demo_data import seed_demo
+from scbundle.steps.advance import advance
 from scbundle.steps.cancel import cancel
 from scbundle.steps.define import define
 from scbundle.steps.exec import exec_runs
@@ -134,9 +136,7 @@ def test_a_dropped_link_pauses_the_run_and_the_sites_later_ones_not_another_site
 
     fake.faults.drop_on = None
     assert sorted(r.remote_id for r in revert(app, auth=True)) == [a, b]
-    assert runs(app)[a] == ("pending", 0) and runs(app)[b] == ("pending", 0)
-    exec_runs(app, progress=False)
-    assert {rid: st for rid, (st, _) in runs(app).items()} == {a: "run", b: "run", c: "run"}
+    assert runs(app) == {a: ("pending", 0), b: ("pending", 0), c: ("run", 0)}  # exec takes them up again
 
 
 def test_a_link_down_before_the_pass_pauses_every_run_of_the_site(home, fake):
@@ -214,3 +214,19 @@ def test_cancel_stops_the_job_and_faults_what_did_not_finish(home, fake):
     assert out.state == RunState.ERROR and runs(app) == {rid: ("error", 2)}
     assert components(app, rid) == [(0, "full", 0), (1, "error", 2)]  # safe to revert
     assert outputs(home) == ["t.jsonl.0.out"]
+
+
+def test_a_full_run_advances_its_work_to_the_next_stage_once(home, fake):
+    app = make_app(home)
+    seed_demo(app, 8)  # one exposure of 8 chips
+    rid = define(app, label="night", stage="chip", limit=None, site=None, job_policy=None).remote_id
+    prepare(app, remote_id=rid)
+    exec_runs(app, remote_id=rid, progress=False)
+    wait_job(run_row(app, rid).remote_dir)
+    poll_runs(app, remote_id=rid)
+    assert runs(app) == {rid: ("full", 0)}
+    rep = advance(app, label="night")
+    [nxt] = rep.defined
+    assert (nxt.stage, nxt.label, nxt.n_components) == ("cam", "night", 1)  # the exposure's chips, one cam item
+    assert runs(app) == {rid: ("full", 0), nxt.remote_id: ("new", 0)}
+    assert advance(app, label="night").defined == []  # nothing queued twice
