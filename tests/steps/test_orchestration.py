@@ -112,6 +112,7 @@ def test_a_cut_stream_then_a_whole_poll_delivers_only_good_products_and_revert_p
     assert outputs(home) == ["t.jsonl.0.out", "t.jsonl.2.out"]
     assert (home / "data" / "out" / "t.jsonl.0.out").read_text() == "task 0\n"
     assert list((home / "site-local").rglob("t.jsonl.1.out"))
+    assert not list((home / "work").rglob("returned/products/*"))  # staged products are moved, not left
 
     assert revert(app, remote_id=rid, fault=2)[0].requeued == 0  # no component has fault 2
     assert components(app, rid)[1] == (1, "error", 5)
