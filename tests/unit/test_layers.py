@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 ORDER = ["core", "db", "site", "stages", "bundle", "ops", "steps", "cli", "web"]
 LEVEL = {name: i for i, name in enumerate(ORDER)} | {"web": ORDER.index("cli")}
 PEER_IMPORTS = {("scbundle.cli.webcmd", "web")}  # the one module of a front end that serves another
-STEP_HELPERS = {"common", "collect", "replay", "loop"}
+STEP_HELPERS = {"common", "collect", "products", "replay", "loop"}
 
 
 def module_name(path: Path, src: Path = SRC) -> str:

@@ -88,6 +88,13 @@ def unclaimed(db: Database, remote_id: int, states: Sequence[str], step: str) ->
     return ClaimBusy(f"remote_id {remote_id}: another process is working on it ({step} skipped it); try again later")
 
 
+def _claimed(db: Database, remote_id: int, states: Sequence[str]) -> Claim | None:
+    """The run read again now that the claim is ours (None: it moved to another state meanwhile)."""
+    with db.read_session() as s:
+        run = s.scalars(select(RemoteRun).where(RemoteRun.remote_id == remote_id, RemoteRun.state.in_(states))).first()
+    return Claim(run, db) if run is not None else None
+
+
 # --- PostgreSQL and MariaDB / MySQL: session-level locks on the claim's own connection ----------
 
 
@@ -148,9 +155,7 @@ def _claim_session_locks(
         if not got:
             yield None
             return
-        with db.read_session() as s:  # the state now that the claim is ours
-            run = s.scalars(select(RemoteRun).where(RemoteRun.remote_id == remote_id, RemoteRun.state.in_(states))).first()
-        yield Claim(run, db) if run is not None else None
+        yield _claimed(db, remote_id, states)
     finally:
         try:  # a pooled connection keeps session locks: give them back before it goes back
             locks.release_all(conn)
@@ -188,9 +193,7 @@ def _claim_file(db: Database, remote_id: int, states: list[str], site_lock: str 
             if not held:
                 yield None
                 return
-            with db.read_session() as s:  # the state now that the claim is ours
-                run = s.scalars(select(RemoteRun).where(RemoteRun.remote_id == remote_id, RemoteRun.state.in_(states))).first()
-            yield Claim(run, db) if run is not None else None
+            yield _claimed(db, remote_id, states)
 
 
 def _safe(name: str) -> str:

@@ -127,7 +127,8 @@ def write_text_tar(out: IO[bytes], files: Mapping[str, bytes]) -> None:
     w.close()
 
 
-def _inside(path: Path, roots: Iterable[Path]) -> bool:
+def inside(path: Path, roots: Iterable[Path]) -> bool:
+    """Whether ``path`` resolves (symlinks followed) to one of ``roots`` or below one."""
     real = Path(os.path.realpath(path))
     return any(real == r or r in real.parents for r in (Path(os.path.realpath(x)) for x in roots))
 
@@ -249,7 +250,7 @@ def extract_returned(
                 dest.parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise LocalIOError.writing(dest.parent, err) from None
-            if not _inside(dest.parent, roots) or dest.is_symlink():
+            if not inside(dest.parent, roots) or dest.is_symlink():
                 raise UnsafeArchiveError(f"destination {dest} resolves outside the run's destination; refused")
             _receive(reader, member, dest)
             got.indices.add(index)
