@@ -26,6 +26,7 @@ from sqlalchemy import case, select, update
 from scbundle.core.app import App, utcnow
 from scbundle.core.errors import DbinfoError, LocalIOError, UnsafeArchiveError
 from scbundle.core.failpoints import failpoint
+from scbundle.core.protocol import PROTOCOL as P
 from scbundle.core.states import (
     DEFAULT_POLICY,
     ComponentState,
@@ -72,7 +73,7 @@ class Polled:
 
 def _products(path_base: Path) -> list[tuple[int, str, str]]:
     rows = []
-    for line in (path_base / "products.tsv").read_text().splitlines():
+    for line in (path_base / P.PRODUCTS_TSV).read_text().splitlines():
         idx, remote, local = line.split("\t")
         rows.append((int(idx), remote, local))
     return rows
@@ -80,7 +81,7 @@ def _products(path_base: Path) -> list[tuple[int, str, str]]:
 
 def _components_index(path_base: Path) -> dict[int, int]:
     out = {}
-    for line in (path_base / "components.tsv").read_text().splitlines():
+    for line in (path_base / P.COMPONENTS_TSV).read_text().splitlines():
         i, sid = line.split("\t")
         out[int(i)] = int(sid)
     return out
@@ -361,7 +362,7 @@ def _finite(x: object) -> bool:
 
 def _read_bundle(path_base: Path) -> dict:
     try:
-        return json.loads((path_base / "bundle.json").read_text())
+        return json.loads((path_base / P.BUNDLE_JSON).read_text())
     except (OSError, ValueError):
         return {}
 
@@ -427,7 +428,7 @@ def poll_run(app: App, run: RemoteRun, t: Transport, claim: Claim | None = None)
     returned = pull_job_files(app, run, t)
     path_base = Path(run.path_base or "")
     stage = get_stage(run.stage, app.config)
-    files = sorted((returned / "results").glob("rank-*.jsonl"))
+    files = sorted((returned / P.RESULTS_DIR).glob("rank-*.jsonl"))
     results = read_results(files, stage, _components_index(path_base))
     good = {i for i, r in results.records.items() if r.good and i not in results.refused}
     products = pull_products(app, run, t, good)
