@@ -44,12 +44,16 @@ instead (raises ``MultiProgError``):
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import List, Optional, Sequence, Tuple
 
-MAX_CONFIG_BYTES = 60000  # _load_multi(): st_size > 60000 -> "is too large"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# _load_multi(): st_size > 60000 -> "is too large"; slurmstepd multi_prog.c: argv slots
+# including the NULL terminator (remote/sc_protocol.py holds them, the bundle packs to them)
+from sc_protocol import MAX_ARGC, MAX_CONFIG_BYTES, MAX_WORDS  # noqa: E402
+
 BUF_SIZE = 16 * 1024  # src/common/pack.h; verify_multi_name() reads with fgets(line, BUF_SIZE)
-MAX_ARGC = 128  # slurmstepd multi_prog.c: argv slots including the NULL terminator
-MAX_WORDS = MAX_ARGC - 1
 EMULATOR_MAX_TASKS = 100000  # only reached when the task count grows from the config
 
 _C_SPACE = " \t\n\v\f\r"  # isspace() in the C locale

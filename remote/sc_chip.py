@@ -28,6 +28,9 @@ import sys
 import time
 from array import array
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sc_protocol as P  # noqa: E402  (remote/sc_protocol.py: the atomic write, among others)
+
 SATURATED = 65535
 RAW_MAGIC = b"SCRAW1"
 FLAT_MAGIC = b"SCFLAT1"
@@ -60,17 +63,7 @@ def _to_le_bytes(arr: array) -> bytes:
 
 def _write_bytes_atomic(path: str, data: bytes) -> None:
     """Write beside ``path`` and rename into place: a reader never sees half a file."""
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    P.write_atomic(path, data, fsync=False)
 
 
 def _write_atomic(path: str, header: bytes, arr: array) -> None:

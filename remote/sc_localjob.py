@@ -45,6 +45,9 @@ import signal
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sc_protocol as P  # noqa: E402  (remote/sc_protocol.py: the protocol, written once)
+
 NAME_RE = re.compile(r"[A-Za-z0-9._-]+\Z")
 MAX_NAME = 200
 EMPTY_RECORD_WAIT = 5.0  # how long a reader waits for a record being written
@@ -172,16 +175,7 @@ def _exit_path(reg: str, name: str) -> str:
 
 
 def _atomic_write_json(path: str, obj) -> None:
-    d, base = os.path.split(path)
-    tmp = os.path.join(d, ".%s.tmp.%d" % (base, os.getpid()))
-    data = (json.dumps(obj, sort_keys=True) + "\n").encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    P.write_json_atomic(path, obj)
 
 
 def _read_json(path: str):

@@ -24,6 +24,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sc_protocol as P  # noqa: E402  (the protocol's names, fields, codes: remote/sc_protocol.py)
+
 # How much of a failing program's stderr is kept in a record (bytes, from the end).
 TAIL_BYTES = 2000
 # A post command's stdout is one small JSON object; more than this is not read.
@@ -41,11 +44,9 @@ DEFAULT_ATTEMPTS = 2
 DEADLINE_MARGIN = 20
 # After SIGTERM to a command's process group, SIGKILL follows this many seconds later.
 KILL_GRACE = 5
-# Exit code recorded for a command stopped by a time limit (timeout(1)'s convention).
-EXIT_TIMEOUT = 124
-# Exit code recorded for a component not started because an input is gone (phase "input":
-# the operating-system fault, 2, revertable: exec pushes the file again).
-EXIT_INPUT = 2
+# Exit codes recorded for a command stopped by a time limit, and for a component not started
+# because an input is gone (the system fault: revertable, exec pushes the file again).
+EXIT_TIMEOUT, EXIT_INPUT = P.EXIT_TIMEOUT, P.EXIT_INPUT
 
 _NUM = re.compile(r"[0-9]+\Z")
 _RANGE = re.compile(r"([0-9]+)-([0-9]+)\Z")
@@ -194,7 +195,7 @@ def load_cmds(run: str, name: str) -> "list[str]":
 
 
 def load_bundle(run: str) -> dict:
-    path = os.path.join(run, "bundle.json")
+    path = os.path.join(run, P.BUNDLE_JSON)
     try:
         data = json.loads(_read_text(path))
     except OSError as e:
@@ -221,7 +222,7 @@ def run_identity(bundle) -> dict:
 
 def _bundle_or_empty(run: str) -> dict:
     try:
-        data = json.loads(_read_text(os.path.join(run, "bundle.json")))
+        data = json.loads(_read_text(os.path.join(run, P.BUNDLE_JSON)))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -229,7 +230,7 @@ def _bundle_or_empty(run: str) -> dict:
 
 def load_stage_ids(run: str) -> dict:
     """components.tsv as {index: stage_id}; stage_id is an int when it is decimal."""
-    path = os.path.join(run, "components.tsv")
+    path = os.path.join(run, P.COMPONENTS_TSV)
     out = {}
     try:
         text = _read_text(path)
@@ -258,7 +259,7 @@ class Inputs:
     @classmethod
     def load(cls, run: str):
         """None when the bundle lists no inputs (one prepared by an older scbundle)."""
-        paths = [os.path.join(run, n) for n in ("inputs.tsv", "input-files.tsv")]
+        paths = [os.path.join(run, n) for n in (P.INPUTS_TSV, P.INPUT_FILES_TSV)]
         if not all(os.path.exists(p) for p in paths):
             return None
         try:
@@ -302,20 +303,7 @@ def input_problem(inputs) -> "str | None":
 
 
 def write_json_atomic(path: str, obj) -> None:
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    P.write_json_atomic(path, obj, indent=1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -476,9 +464,9 @@ def run_line(line, log, cwd, header, capture_stdout=False, limit=None):
 def cmd_pre(args) -> int:
     run = os.path.abspath(args.run)
     check_run_dir(run)
-    lines = load_cmds(run, "pre.cmds")
-    results = os.path.join(run, "results")
-    logs = os.path.join(run, "logs")
+    lines = load_cmds(run, P.PRE_CMDS)
+    results = os.path.join(run, P.RESULTS_DIR)
+    logs = os.path.join(run, P.LOGS_DIR)
     try:
         os.makedirs(results, exist_ok=True)
         os.makedirs(logs, exist_ok=True)
@@ -572,8 +560,8 @@ def cmd_run(args) -> int:
     grank = args.offset + args.rank
     check_run_dir(run)
     signal.signal(signal.SIGTERM, _on_term)
-    results = os.path.join(run, "results")
-    logs = os.path.join(run, "logs")
+    results = os.path.join(run, P.RESULTS_DIR)
+    logs = os.path.join(run, P.LOGS_DIR)
     try:
         os.makedirs(results, exist_ok=True)
         os.makedirs(logs, exist_ok=True)
@@ -587,8 +575,8 @@ def cmd_run(args) -> int:
         except ValueError as e:
             raise RunDirError("bad --ids: %s" % e)
         policy = run_policy(load_bundle(run))
-        commands = load_cmds(run, "commands.cmds")
-        posts = load_cmds(run, "post.cmds")
+        commands = load_cmds(run, P.COMMANDS_CMDS)
+        posts = load_cmds(run, P.POST_CMDS)
         stage_ids = load_stage_ids(run)
         inputs = Inputs.load(run)
         bad = [i for i in ids if i >= len(commands)]
@@ -641,21 +629,13 @@ def _inputs_problem(inputs, i):
 
 def input_missing(i, stage_id, grank, host, why) -> dict:
     now = time.time()
-    return {
-        "index": i, "stage_id": stage_id, "rank": grank, "host": host, "attempts": 0,
-        "exit": EXIT_INPUT, "phase": "input", "start": now, "end": now, "dbinfo": None,
-        "error": "not started: %s" % why,
-    }
+    return P.result_record(i, stage_id, grank, host, 0, EXIT_INPUT, "input", now, now, None, "not started: %s" % why)
 
 
 def unstarted(i, stage_id, grank, host, why) -> dict:
     now = time.time()
-    return {
-        "index": i, "stage_id": stage_id, "rank": grank, "host": host, "attempts": 0,
-        "exit": EXIT_TIMEOUT, "phase": why, "start": now, "end": now, "dbinfo": None,
-        "error": "not started: %s" % ("the job's walltime ran out" if why == "deadline"
-                                      else "the job was told to stop (SIGTERM)"),
-    }
+    return P.result_record(i, stage_id, grank, host, 0, EXIT_TIMEOUT, why, now, now, None, "not started: %s" % (
+        "the job's walltime ran out" if why == "deadline" else "the job was told to stop (SIGTERM)"))
 
 
 def _limit_now(policy):
@@ -675,7 +655,7 @@ def retried(policy, code) -> bool:
     fault_map = policy.get("fault_map")
     if fault_map is None:
         return True
-    return fault_map.get(code, 1) in policy.get("retry_faults", ())
+    return fault_map.get(code, P.FAULT_UNKNOWN) in policy.get("retry_faults", ())
 
 
 def run_component(run, i, command, post, stage_id, grank, host, log, policy=None) -> dict:
@@ -723,19 +703,7 @@ def run_component(run, i, command, post, stage_id, grank, host, log, policy=None
         phase = _why_terminated(policy)
         code, error, dbinfo = EXIT_TIMEOUT, "stopped by SIGTERM (%s)" % (
             "the job's walltime ran out" if phase == "deadline" else "cancelled or preempted"), None
-    return {
-        "index": i,
-        "stage_id": stage_id,
-        "rank": grank,
-        "host": host,
-        "attempts": attempts,
-        "exit": code,
-        "phase": phase,
-        "start": start,
-        "end": time.time(),
-        "dbinfo": dbinfo,
-        "error": error,
-    }
+    return P.result_record(i, stage_id, grank, host, attempts, code, phase, start, time.time(), dbinfo, error)
 
 
 def _read_records(results_dir):
@@ -775,7 +743,7 @@ def _num(x):
 def summarize(run: str) -> dict:
     bundle = load_bundle(run)
     n = bundle["n_components"]
-    records, nranks = _read_records(os.path.join(run, "results"))
+    records, nranks = _read_records(os.path.join(run, P.RESULTS_DIR))
     best = {}
     for rec in records:
         i = rec.get("index")

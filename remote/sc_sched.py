@@ -42,17 +42,15 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sc_protocol as P  # noqa: E402  (remote/sc_protocol.py: the protocol, written once)
+
 STDERR_KEEP = 8000
 STATUS_TIMEOUT = 60
 
 
 def _write_atomic(path, text):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    P.write_atomic(path, text)
 
 
 def _run(argv, cwd, timeout=None):

@@ -21,6 +21,9 @@ import signal
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sc_protocol as P  # noqa: E402  (remote/sc_protocol.py: the protocol, written once)
+
 LAST_LINE_LIMIT = 16 * 1024  # the one-line JSON result a task may print last
 
 
@@ -35,11 +38,7 @@ def _last_json(line: bytes):
 
 
 def _write_atomic(path, obj):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-        f.write("\n")
-    os.replace(tmp, path)
+    P.write_json_atomic(path, obj, fsync=False)  # read back by this task's own post, on this node
 
 
 def cmd_run(result, argv) -> int:

@@ -129,6 +129,24 @@ def test_a_tool_imports_only_verified_tools(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("tool", ["sc_runner.py", "sc_task.py", "sc_sched.py", "sc_localjob.py"])
+def test_the_protocol_module_is_verified_like_any_tool(tmp_path, tool):
+    """Every tool that imports remote/sc_protocol.py gets it from the verified bytes: a changed
+    or missing sc_protocol.py is refused as a changed sc_remote.py is, and nothing of it runs."""
+    tools = shipped(tmp_path)
+    marker = tmp_path / "marker"
+    assert run(tool_argv(PY, str(tools), tool, "--help")).returncode == 0
+    (tools / "sc_protocol.py").write_text(trojan(marker))
+    p = run(tool_argv(PY, str(tools), tool, "--help"))
+    assert p.returncode == resources.BOOT_MISMATCH and f"tool {tools}/sc_protocol.py does not match" in p.stderr.decode()
+    assert run(tools_check_argv(PY, str(tools))).returncode == resources.BOOT_MISMATCH
+    (tools / "sc_protocol.py").unlink()
+    p = run(tool_argv(PY, str(tools), tool, "--help"))
+    assert p.returncode == resources.BOOT_MISMATCH and "sc_protocol.py" in p.stderr.decode()
+    assert run(tools_check_argv(PY, str(tools))).returncode == resources.BOOT_MISMATCH
+    assert not marker.exists()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another account needs root")
 def test_run_and_registry_directories_must_be_this_accounts_alone(tmp_path):
     tools = shipped(tmp_path)

@@ -20,6 +20,7 @@ from scbundle.bundle.allocation import ResourceRequest
 from scbundle.bundle.multiprog import ConfigPart, deal_by_cost, pack_configs
 from scbundle.bundle.render import environment, render
 from scbundle.core.errors import BundleError
+from scbundle.core.protocol import PROTOCOL as P
 from scbundle.core.resources import boot_code, tool_digests
 from scbundle.site.layout import job_name
 from scbundle.stages.base import ComponentSpec
@@ -40,8 +41,8 @@ class BundlePlan:
     account: str | None = None
     partition: str | None = None
     # the stage's fault policy: exit code -> fault, and the faults tried again inside the job
-    fault_map: tuple[tuple[int, int], ...] = ((2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (124, 6))
-    retry_faults: tuple[int, ...] = (2, 6)
+    fault_map: tuple[tuple[int, int], ...] = tuple(sorted(P.DEFAULT_FAULT_MAP.items()))
+    retry_faults: tuple[int, ...] = tuple(sorted(P.DEFAULT_RETRY_FAULTS))
     installation: str | None = None  # the database's installation id (None: a run named before them)
     boot: str = field(default_factory=boot_code)  # the tool bootstrap the job script verifies its tools with
     digests: str = field(default_factory=tool_digests)  # "name=sha256,..." of this installation's tools
@@ -90,7 +91,7 @@ class BundleWriter:
     the dealing to ranks, the configs, the job script) is written by finish(), from what add()
     kept: the requirements, the directories and one cost a component."""
 
-    PER_COMPONENT = ("commands.cmds", "post.cmds", "products.tsv", "components.tsv", "inputs.tsv")
+    PER_COMPONENT = P.PER_COMPONENT
 
     def __init__(self, plan: BundlePlan, open_text: Callable[[str], TextIO]) -> None:
         self.plan = plan
@@ -126,13 +127,13 @@ class BundleWriter:
             if spec.threads and spec.threads > self.max_threads:
                 self.max_threads = spec.threads
         first = len(self.costs)
-        self._out["commands.cmds"].write("".join(_shell_line(s.command) + "\n" for s in specs))
-        self._out["post.cmds"].write("".join(_shell_line(s.post) + "\n" for s in specs))
-        self._out["products.tsv"].write(_tsv([(first + i, r, loc) for i, s in enumerate(specs) for r, loc in s.products]))
-        self._out["components.tsv"].write(_tsv([(first + i, s.stage_id) for i, s in enumerate(specs)]))
+        self._out[P.COMMANDS_CMDS].write("".join(_shell_line(s.command) + "\n" for s in specs))
+        self._out[P.POST_CMDS].write("".join(_shell_line(s.post) + "\n" for s in specs))
+        self._out[P.PRODUCTS_TSV].write(_tsv([(first + i, r, loc) for i, s in enumerate(specs) for r, loc in s.products]))
+        self._out[P.COMPONENTS_TSV].write(_tsv([(first + i, s.stage_id) for i, s in enumerate(specs)]))
         # line i: component i's inputs, as line numbers of requirements.tsv (exec sends the
         # site the same list, with sizes and digests, as input-files.tsv; the runner checks them)
-        self._out["inputs.tsv"].write("".join(f"{first + i}\t{r}\n" for i, r in enumerate(refs)))
+        self._out[P.INPUTS_TSV].write("".join(f"{first + i}\t{r}\n" for i, r in enumerate(refs)))
         self.costs.extend(s.cost for s in specs)
 
     def close(self) -> None:
@@ -165,8 +166,8 @@ class BundleWriter:
 
         parts: list[ConfigPart] = pack_configs(ranks, line, header, ranks_per_node=max(1, plan.cores_per_node // request.threads))
         files: dict[str, str] = {f"multiprog/{part.name}": part.text for part in parts}
-        files["requirements.tsv"] = _tsv(list(self._reqs.values()))  # first-seen order: inputs.tsv's numbers
-        files["pre.cmds"] = "".join(_shell_line(["mkdir", "-p", d]) + "\n" for d in sorted(self._out_dirs))
+        files[P.REQUIREMENTS_TSV] = _tsv(list(self._reqs.values()))  # first-seen order: inputs.tsv's numbers
+        files[P.PRE_CMDS] = "".join(_shell_line(["mkdir", "-p", d]) + "\n" for d in sorted(self._out_dirs))
         meta = {
             "installation": plan.installation,  # the job's summary carries it back: poll knows its own job
             "remote_id": plan.remote_id,
@@ -187,7 +188,7 @@ class BundleWriter:
             "retry_faults": list(plan.retry_faults),
             "shipped_dir": plan.shipped_dir,
         }
-        files["bundle.json"] = json.dumps(meta, indent=1, sort_keys=True) + "\n"
+        files[P.BUNDLE_JSON] = json.dumps(meta, indent=1, sort_keys=True) + "\n"
         files["job.sh"] = render(
             plan.job_template,
             job_name=name,

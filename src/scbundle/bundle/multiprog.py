@@ -12,10 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from scbundle.core.errors import BundleError
+from scbundle.core.protocol import PROTOCOL as P
 
-MAX_CONFIG_BYTES = 60000
-MAX_LINE_CHARS = 16381  # a line of 16382 characters or more is refused
-MAX_ARGS = 127  # argv has 128 slots with its terminator; Slurm silently drops the rest
+# Slurm's limits: remote/sc_protocol.py (the srun emulator, remote/multiprog.py, reads the same)
+MAX_CONFIG_BYTES: int = P.MAX_CONFIG_BYTES
+MAX_LINE_CHARS: int = P.MAX_LINE_CHARS  # a line of 16382 characters or more is refused
+MAX_ARGS: int = P.MAX_WORDS  # argv has 128 slots with its terminator; Slurm silently drops the rest
 
 
 def deal_by_cost(costs: Sequence[float], nranks: int) -> list[list[int]]:

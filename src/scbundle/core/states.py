@@ -8,6 +8,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from scbundle.core.protocol import PROTOCOL as P
+
 
 class RunState(enum.StrEnum):
     NEW = "new"
@@ -105,9 +107,10 @@ def exits(state: str) -> list[Transition]:
 
 #: a pipeline program's exit code -> fault, when the stage says nothing else: the operators'
 #: codes 2-6 as themselves, timeout(1)'s 124 as a timeout; anything else is unknown (1)
-DEFAULT_FAULT_MAP: Mapping[int, Fault] = {2: Fault.SYSTEM, 3: Fault.CONFIG, 4: Fault.PROGRAM, 5: Fault.DATA, 6: Fault.TIMEOUT, 124: Fault.TIMEOUT}
+#: (remote/sc_protocol.py holds the codes, the runner reads the same)
+DEFAULT_FAULT_MAP: Mapping[int, Fault] = {code: Fault(f) for code, f in P.DEFAULT_FAULT_MAP.items()}
 #: faults worth another try inside the same job: a system hiccup, a timeout
-DEFAULT_RETRY_FAULTS = frozenset({Fault.SYSTEM, Fault.TIMEOUT})
+DEFAULT_RETRY_FAULTS = frozenset(Fault(f) for f in P.DEFAULT_RETRY_FAULTS)
 
 
 @dataclass(frozen=True)

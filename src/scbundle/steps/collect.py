@@ -22,6 +22,7 @@ from sqlalchemy import case, select, update
 from scbundle.core.app import App, utcnow
 from scbundle.core.errors import DbinfoError
 from scbundle.core.failpoints import failpoint
+from scbundle.core.protocol import PROTOCOL as P
 from scbundle.core.states import (
     DEFAULT_POLICY,
     ComponentState,
@@ -67,7 +68,7 @@ class Polled:
 
 def _components_index(path_base: Path) -> dict[int, int]:
     out = {}
-    for line in (path_base / "components.tsv").read_text().splitlines():
+    for line in (path_base / P.COMPONENTS_TSV).read_text().splitlines():
         i, sid = line.split("\t")
         out[int(i)] = int(sid)
     return out
@@ -252,7 +253,7 @@ def _finite(x: object) -> bool:
 
 def _read_bundle(path_base: Path) -> dict:
     try:
-        return json.loads((path_base / "bundle.json").read_text())
+        return json.loads((path_base / P.BUNDLE_JSON).read_text())
     except (OSError, ValueError):
         return {}
 
@@ -318,7 +319,7 @@ def poll_run(app: App, run: RemoteRun, t: Transport, claim: Claim | None = None)
     returned = pull_job_files(app, run, t)
     path_base = Path(run.path_base or "")
     stage = get_stage(run.stage, app.config)
-    files = sorted((returned / "results").glob("rank-*.jsonl"))
+    files = sorted((returned / P.RESULTS_DIR).glob("rank-*.jsonl"))
     results = read_results(files, stage, _components_index(path_base))
     good = {i for i, r in results.records.items() if r.good and i not in results.refused}
     products = pull_products(app, run, t, good)

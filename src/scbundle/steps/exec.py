@@ -25,6 +25,7 @@ from sqlalchemy import update
 from scbundle.core.app import App
 from scbundle.core.errors import LinkDownError, ScbundleError, SiteUnsafeError, UnsafeNameError
 from scbundle.core.failpoints import failpoint
+from scbundle.core.protocol import PROTOCOL as P
 from scbundle.core.resources import content_hash
 from scbundle.core.states import ComponentState, Fault, RunState
 from scbundle.core.text import printable
@@ -145,13 +146,13 @@ def check_inputs(t: Transport, site, reqs: list[tuple[str, str, int]], listing: 
 
 def _read_requirements(path_base: Path) -> list[tuple[str, str, int]]:
     rows = []
-    for line in (path_base / "requirements.tsv").read_text().splitlines():
+    for line in (path_base / P.REQUIREMENTS_TSV).read_text().splitlines():
         local, remote, size = line.split("\t")
         rows.append((local, remote, int(size)))
     return rows
 
 
-LOCAL_ONLY = ("returned", "requirements.tsv", "products.tsv", "shipped")  # read by exec and poll here, never sent with the bundle
+LOCAL_ONLY = ("returned", P.REQUIREMENTS_TSV, P.PRODUCTS_TSV, "shipped")  # read by exec and poll here, never sent with the bundle
 
 
 def _bundle_files(path_base: Path, run_dir: str) -> dict[str, bytes]:
@@ -167,7 +168,7 @@ def _bundle_files(path_base: Path, run_dir: str) -> dict[str, bytes]:
 def _shipped_files(path_base: Path) -> tuple[str, dict[str, bytes]] | None:
     """The stage's shipped files the bundle was prepared with (its local copy) and their site
     directory; None for a stage that ships none (or a bundle made before them)."""
-    target = json.loads((path_base / "bundle.json").read_text()).get("shipped_dir")
+    target = json.loads((path_base / P.BUNDLE_JSON).read_text()).get("shipped_dir")
     if not target:
         return None
     root = path_base / "shipped"
@@ -185,7 +186,7 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Tran
     ctx = submit_context(app, run)
     py, tools, roots = site.python, ctx.tools_dir, roots_args(site)
     path_base = Path(run.path_base or "")
-    if not (path_base / "bundle.json").is_file():
+    if not (path_base / P.BUNDLE_JSON).is_file():
         raise BundleMissing(f"bundle {path_base} is missing: run `scbundle prepare {run.stage} --remote-id {run.remote_id}` again", remote_id=run.remote_id)
 
     reqs = _read_requirements(path_base)
@@ -201,7 +202,7 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Tran
         more = ensure_shipped(t, site, *shipped)
         note = "; ".join(n for n in (note, more) if n) or None
     files = _bundle_files(path_base, ctx.run_dir)
-    files[f"{ctx.run_dir}/input-files.tsv"] = listing  # what the runner checks before each component
+    files[f"{ctx.run_dir}/{P.INPUT_FILES_TSV}"] = listing  # what the runner checks before each component
     bundle = tool_argv(py, tools, "sc_remote.py", "unpack", *roots, mkdirs=[ctx.run_dir])  # a run directory of this account's alone
     t.stream_in(bundle, lambda out: write_text_tar(out, files))
     check = check_inputs(t, site, reqs, listing, sizes, tools=tools)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from scbundle.core.app import App
 from scbundle.core.errors import DbinfoError, LocalIOError, UnsafeArchiveError
+from scbundle.core.protocol import PROTOCOL as P
 from scbundle.db.models import RemoteRun
 from scbundle.site.layout import roots_args, tool_argv
 from scbundle.site.link import Transport
@@ -28,7 +29,7 @@ from scbundle.steps.common import submit_context
 
 def _products(path_base: Path) -> list[tuple[int, str, str]]:
     rows = []
-    for line in (path_base / "products.tsv").read_text().splitlines():
+    for line in (path_base / P.PRODUCTS_TSV).read_text().splitlines():
         idx, remote, local = line.split("\t")
         rows.append((int(idx), remote, local))
     return rows

@@ -18,18 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scbundle.core.errors import DbinfoError
+from scbundle.core.protocol import PROTOCOL as P
 from scbundle.core.text import printable
 from scbundle.stages.base import INT64_MAX, INT64_MIN, DbinfoRecord, Stage, check_value
 
-# command / post: the program (or its post) exited non-zero; limit: stopped at the stage's
-# command_timeout; deadline: the job's walltime ran out (stopped, or never started);
-# signal: the rank was told to stop (SIGTERM: walltime or cancel); input: an input was gone
-# when the component was to start - see remote/sc_runner.py
-PHASES = ("command", "post", "limit", "deadline", "signal", "input")
+# a result record's phases and fields: remote/sc_protocol.py (what remote/sc_runner.py writes)
+PHASES: tuple[str, ...] = P.PHASES
 _PHASE = {p: p for p in PHASES}
-STOPPED_PHASES = frozenset({"limit", "deadline", "signal"})
+STOPPED_PHASES: frozenset[str] = P.STOPPED_PHASES
 
-RESULT_FIELDS = {"index", "stage_id", "rank", "host", "attempts", "exit", "phase", "start", "end", "dbinfo", "error"}
+RESULT_FIELDS = frozenset(P.RESULT_FIELDS)
 
 # A result line is one component's record: its dbinfo (numbers and short tokens) and an error
 # tail of 2000 characters; more than this is refused, naming the file and line.
