@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """sc_task.py: one task of the `commands` stage (Python 3 standard library only).
 
-    python3 sc_task.py run --result FILE -- ARGV...
+    python3 sc_task.py run --task-id N --result FILE -- ARGV...
+    cat FILE                                   (the task's post: its dbinfo record)
     python3 sc_task.py dbinfo --task-id N --result FILE
 
 run: runs ARGV (no shell), its stdout copied through to this process's stdout (the rank's
-log) and its last non-empty line kept; writes FILE (temp file + rename) with
-{"output": <that line as a JSON object, or null>} and exits with ARGV's own exit code (killed
-by a signal: the same signal, so the runner records -N). A program that cannot be started
-exits 127 (not found) or 126, as a shell does.
+log) and its last non-empty line kept; writes FILE (temp file + rename) with the task's
+dbinfo record, one line:
+{"table": "commands_result", "key": {"task_id": N}, "values": {"output": <that line as a JSON
+object, or null>}}, and exits with ARGV's own exit code (killed by a signal: the same signal,
+so the runner records -N). A program that cannot be started exits 127 (not found) or 126, as
+a shell does. The record is whole in FILE, so the post is a plain `cat`: one Python start a
+task, not two (a task file of thousands of tasks pays it thousands of times).
 
-dbinfo: prints the task's dbinfo record:
-{"table": "commands_result", "key": {"task_id": N}, "values": {"output": ...}}.
+dbinfo: prints the record from FILE; for bundles made before run wrote whole records (FILE
+then holds {"output": ...}).
 """
 
 import argparse
@@ -41,7 +45,11 @@ def _write_atomic(path, obj):
     P.write_json_atomic(path, obj, fsync=False)  # read back by this task's own post, on this node
 
 
-def cmd_run(result, argv) -> int:
+def record(task_id, output):
+    return {"table": "commands_result", "key": {"task_id": task_id}, "values": {"output": output}}
+
+
+def cmd_run(result, argv, task_id=None) -> int:
     if not argv:
         sys.stderr.write("sc_task.py run: no command after --\n")
         return 2
@@ -49,11 +57,11 @@ def cmd_run(result, argv) -> int:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     except FileNotFoundError as e:
         sys.stderr.write("sc_task.py: cannot run %s: %s\n" % (argv[0], e.strerror or e))
-        _write_atomic(result, {"output": None})
+        _write_atomic(result, _result(task_id, None))
         return 127
     except OSError as e:
         sys.stderr.write("sc_task.py: cannot run %s: %s\n" % (argv[0], e.strerror or e))
-        _write_atomic(result, {"output": None})
+        _write_atomic(result, _result(task_id, None))
         return 126
     last = b""
     out = sys.stdout.buffer
@@ -63,21 +71,28 @@ def cmd_run(result, argv) -> int:
             last = line.strip() if len(line) <= LAST_LINE_LIMIT + 2 else b""
     out.flush()
     code = proc.wait()
-    _write_atomic(result, {"output": _last_json(last) if code == 0 else None})
+    _write_atomic(result, _result(task_id, _last_json(last) if code == 0 else None))
     if code < 0:  # killed by a signal: die of it too, so the runner sees the same
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
 
 
+def _result(task_id, output):
+    """What run writes: the whole record (a post of `cat`), or for an older bundle's
+    `run` without --task-id the output alone."""
+    return {"output": output} if task_id is None else record(task_id, output)
+
+
 def cmd_dbinfo(task_id, result) -> int:
     try:
         with open(result, encoding="utf-8") as f:
-            output = json.load(f).get("output")
-    except (OSError, ValueError, AttributeError) as e:
+            got = json.load(f)
+        output = got["values"]["output"] if "values" in got else got.get("output")
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
         sys.stderr.write("sc_task.py dbinfo: cannot read %s: %s\n" % (result, e))
         return 5
-    print(json.dumps({"table": "commands_result", "key": {"task_id": task_id}, "values": {"output": output}}))
+    print(json.dumps(record(task_id, output)))
     return 0
 
 
@@ -91,12 +106,13 @@ def main(args=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("--result", required=True)
+    r.add_argument("--task-id", type=int)
     d = sub.add_parser("dbinfo")
     d.add_argument("--task-id", type=int, required=True)
     d.add_argument("--result", required=True)
     a = p.parse_args(args)
     if a.cmd == "run":
-        return cmd_run(a.result, argv)
+        return cmd_run(a.result, argv, a.task_id)
     return cmd_dbinfo(a.task_id, a.result)
 
 
