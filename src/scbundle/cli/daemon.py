@@ -59,6 +59,12 @@ def one_pass(
 
     steps: list[tuple[str, Callable[[], None]]] = []
 
+    def heartbeat_step() -> None:  # this host's masters, for the other local hosts on this database
+        from scbundle.ops.links import beat_all
+
+        for line in beat_all(app):
+            _log(line)
+
     def prepare_step() -> None:
         rep = prepare_runs(app, label=label, stop=stop.is_set)
         report("prepare", rep, lambda p: f"{p.n_components} components, {p.n_missing} missing" if p.state == RunState.PENDING else str(p.state))
@@ -86,6 +92,7 @@ def one_pass(
     def poll_step() -> None:
         report("poll", poll_runs(app, label=label, min_age_s=poll_seconds), lambda r: f"{r.state} ({r.job_state})")
 
+    steps.append(("link heartbeat", heartbeat_step))
     if prepare:
         steps.append(("prepare", prepare_step))
     steps += [("exec", exec_step), ("poll", poll_step), ("advance", advance_step)]

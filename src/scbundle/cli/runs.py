@@ -183,6 +183,9 @@ def advance(c: Ctx, label: str | None, remote_id: int | None, as_json: bool) -> 
 @pass_ctx
 def status(c: Ctx, label: str | None, remote_id: int | None, show_all: bool, as_json: bool) -> None:
     """Runs by state (Njobs/Ngood/Nfail) and, with --remote-id, their components."""
+    from scbundle.cli.linkcmd import service_json
+    from scbundle.cli.render import service_cell
+    from scbundle.ops.links import host_states
     from scbundle.ops.throttle import site_loads
     from scbundle.steps.status import advance_lines, blocked_items, component_statuses, run_statuses
     from scbundle.steps.status import as_json as status_json
@@ -192,8 +195,10 @@ def status(c: Ctx, label: str | None, remote_id: int | None, show_all: bool, as_
     comps = component_statuses(app, remote_id, only_failed=not show_all) if remote_id is not None else []
     blocked = blocked_items(app, [r.remote_id for r in runs if r.advanced])
     sites = site_loads(app)
+    hosts = host_states(app)
     if as_json:
-        emit_json({"runs": status_json(runs), "components": status_json(comps), "blocked": status_json(blocked), "sites": rows_json(sites)})
+        emit_json({"runs": status_json(runs), "components": status_json(comps), "blocked": status_json(blocked), "sites": rows_json(sites),
+                   "hosts": [{"site": h.site, "host": h.host, **service_json(h)} for h in hosts]})  # fmt: skip
         return
     con = app.console
     if not runs:
@@ -204,6 +209,8 @@ def status(c: Ctx, label: str | None, remote_id: int | None, show_all: bool, as_
         say(con, line)
     for load in sites:
         say(con, load.describe())
+    for h in hosts:
+        say(con, f"site {h.site} front end {h.host}: " + ("in service" if h.in_service else service_cell(service_json(h)).plain))
     if remote_id is not None:
         for r in runs:
             if r.sched_state:
