@@ -70,7 +70,8 @@ def test_two_local_hosts_on_one_postgresql_only_one_with_a_link(sshenv, pg_serve
         p = b.cli("daemon", "--once", "--poll-seconds", "0")
         assert "left to host-a" in p.stdout, p.stdout
         assert states(a) == [(rid, "pending", None)]
-        assert not a.run_dir(rid).exists()
+        run_dir = Path(pg_server.psql(f"select remote_dir from remote_run where remote_id = {rid}", database="hosts_two").strip())
+        assert run_dir.is_absolute() and not run_dir.exists()  # nothing went to the site from host-b
         a.cli("exec")
         ((_, st, job),) = states(a)
         assert st == "run" and job
@@ -84,6 +85,6 @@ def test_two_local_hosts_on_one_postgresql_only_one_with_a_link(sshenv, pg_serve
         a.link_start()
         assert "-> run" in a.cli("revert", "--auth").stdout
         a.cli("poll", "--wait", "120")
-        assert states(a)[0][1] == "full"
+        assert states(a)[0][1] == "full" and (run_dir / "summary.json").is_file()
     finally:
         shutil.rmtree(control_b, ignore_errors=True)
