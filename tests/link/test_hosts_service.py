@@ -31,7 +31,7 @@ def states(e: SshEnv) -> list[tuple[int, str, str | None]]:
 
 def test_a_host_out_of_service_is_never_used_and_back_in_service_the_run_reaches_full(sshenv):
     e, front = sshenv, sshenv.site.front_host
-    e.link_start()
+    e.link_start("--all")  # every ssh site's front ends in one sitting (here: one site, one host)
     rid = define_run(e, 4, "off")
     p = e.cli("link", "host", "off", front, "--why", "disk trouble")
     assert "out of service" in p.stdout

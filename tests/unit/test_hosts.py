@@ -155,3 +155,14 @@ def test_a_live_host_only_to_a_front_end_out_of_service_does_not_count(app):
         set_service(s, "mu", ["fe1", "fe2"], "fe2", on=False, why=None)
     exec_runs(app, progress=False)
     assert _state(app)[0] == "auth"
+
+
+def test_the_daemon_round_records_this_hosts_masters_as_heartbeats(app):
+    from scbundle.db.hosts import heartbeats
+    from scbundle.ops.links import beat_all
+
+    with app.db.session() as s:
+        beat(s, "A", "mu", [("fe1", True)])  # an old word of this host's: up
+    assert beat_all(app) == ["site mu: no master up from A (`scbundle link start mu`)"]
+    with app.db.read_session() as s:
+        assert [(b.local_host, b.host, b.up) for b in heartbeats(s, "mu")] == [("A", "fe1", False), ("A", "fe2", False)]
