@@ -61,6 +61,12 @@ def one_pass(
 
     steps: list[tuple[str, Callable[[], None]]] = []
 
+    def heartbeat_step() -> None:  # this host's masters, for the other local hosts on this database
+        from scbundle.ops.links import beat_all
+
+        for line in beat_all(app):
+            _log(line)
+
     def prepare_step() -> None:
         rep = prepare_runs(app, label=label, stop=stop.is_set)
         report("prepare", rep, lambda p: f"{p.n_components} components, {p.n_missing} missing" if p.state == RunState.PENDING else str(p.state))
@@ -96,6 +102,7 @@ def one_pass(
         for line in rep.failed:
             _log(f"notify: {line}")
 
+    steps.append(("link heartbeat", heartbeat_step))
     if prepare:
         steps.append(("prepare", prepare_step))
     steps += [("exec", exec_step), ("poll", poll_step), ("advance", advance_step)]

@@ -145,12 +145,21 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{sign}{h}h{m:02d}m"
 
 
-def link_table(statuses) -> Table:
+def service_cell(sv: dict | None) -> Text:
+    """A front end's service state (`link host off|on`): in / out, since when, by whom, why."""
+    if not sv or sv["in_service"]:
+        return Text("in service", style="green")
+    why = f": {sv['why']}" if sv.get("why") else ""
+    return Text(printable(f"OUT since {sv['since'][:19].replace('T', ' ')} UTC by {sv['by']}{why}"), style="red")
+
+
+def link_table(statuses, service: dict[str, dict] | None = None) -> Table:
     t = Table(title="link", title_justify="left")
-    for col in ("site", "host", "user", "state", "pid", "since", "age", "left before drop"):
+    for col in ("site", "host", "user", "state", "pid", "since", "age", "left before drop", "service"):
         t.add_column(col)
     for m in statuses:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.since)) if m.since else "-"
         state = Text("up, drop soon", style="yellow") if m.warn else Text("up", style="green") if m.up else Text("down", style="red")
-        t.add_row(_cell(m.site), _cell(m.host), _cell(m.user), state, _cell(m.pid or "-"), since, fmt_duration(m.age_s), fmt_duration(m.left_s))
+        t.add_row(_cell(m.site), _cell(m.host), _cell(m.user), state, _cell(m.pid or "-"), since, fmt_duration(m.age_s), fmt_duration(m.left_s),
+                  service_cell((service or {}).get(m.host)))  # fmt: skip
     return t

@@ -183,6 +183,8 @@ def advance(c: Ctx, label: str | None, remote_id: int | None, as_json: bool) -> 
 @pass_ctx
 def status(c: Ctx, label: str | None, remote_id: int | None, show_all: bool, as_json: bool) -> None:
     """Runs by state (Njobs/Ngood/Nfail) and, with --remote-id, their components."""
+    from scbundle.cli.render import service_cell
+    from scbundle.ops.links import host_states, service_json
     from scbundle.ops.throttle import site_loads
     from scbundle.steps.status import (
         advance_lines,
@@ -200,6 +202,7 @@ def status(c: Ctx, label: str | None, remote_id: int | None, show_all: bool, as_
     comps = component_statuses(app, remote_id, only_failed=not show_all) if remote_id is not None else []
     blocked = blocked_items(app, [r.remote_id for r in runs if r.advanced])
     sites = site_loads(app)
+    hosts = host_states(app)
     con = app.console
     if not runs:
         say(con, "no runs" + (f" with label {label}" if label else "") + " (`scbundle define` makes one)")
@@ -209,6 +212,8 @@ def status(c: Ctx, label: str | None, remote_id: int | None, show_all: bool, as_
         say(con, line)
     for load in sites:
         say(con, load.describe())
+    for h in hosts:
+        say(con, f"site {h.site} front end {h.host}: " + ("in service" if h.in_service else service_cell(service_json(h)).plain))
     if remote_id is not None:
         for r in runs:
             if r.sched_state:

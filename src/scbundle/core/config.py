@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 import tomllib
 from pathlib import Path, PurePosixPath
@@ -311,6 +312,20 @@ class WebSettings(_Strict):
         return self
 
 
+class LocalSettings(_Strict):
+    """This local host, when several share one database (PostgreSQL, MariaDB)."""
+
+    host: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@:+-]{1,128}$")] | None = None  # its name in the database; $SCBUNDLE_HOST first, then the hostname
+    heartbeat_fresh_seconds: Annotated[float, Field(gt=0)] = 300.0  # a link heartbeat older than this says nothing
+
+
+def local_host_name(settings: LocalSettings | None = None) -> str:
+    """This local host's identity in the database: $SCBUNDLE_HOST, else ``[local] host``, else
+    the hostname (two "hosts" on one machine differ by the first two)."""
+    name = os.environ.get("SCBUNDLE_HOST") or (settings.host if settings else None) or socket.gethostname()
+    return name[:128]
+
+
 class Config(_Strict):
     database: str
     workdir: str
@@ -320,6 +335,7 @@ class Config(_Strict):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    local: LocalSettings = Field(default_factory=LocalSettings)
     source: str = "embedded default"
 
     _abs = field_validator("workdir")(classmethod(lambda cls, v: _absolute_posix(v)))

@@ -385,3 +385,33 @@ class Notification(Base):
 
 
 Index("ix_notification_state", Notification.state, Notification.next_try)
+
+
+# --- front ends in and out of service; each local host's link heartbeat (migration 0008) ----
+
+
+class HostService(Base):
+    """`scbundle link host off NAME`: a site's front end out of transfers and submission (its
+    master untouched). No row: in service."""
+
+    __tablename__ = "host_service"
+
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    in_service: Mapped[bool]
+    since: Mapped[datetime]  # UTC
+    by: Mapped[str] = mapped_column(String(192))  # user@host
+    why: Mapped[str | None] = mapped_column(String(500))
+
+
+class LinkHeartbeat(Base):
+    """One local host's last word on its master to one front end of a site: up or down, when."""
+
+    __tablename__ = "link_heartbeat"
+
+    local_host: Mapped[str] = mapped_column(String(128), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    up: Mapped[bool]
+    at: Mapped[datetime]  # UTC
+    who: Mapped[str] = mapped_column(String(192))

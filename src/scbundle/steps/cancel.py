@@ -15,6 +15,7 @@ from scbundle.core.errors import StateError
 from scbundle.core.states import RunState
 from scbundle.db.claims import claim_run
 from scbundle.db.runs import get_run
+from scbundle.ops.links import site_off
 from scbundle.site import jobs
 from scbundle.site.link import live_transport
 from scbundle.site.schedulers import scheduler_for
@@ -36,7 +37,7 @@ def cancel(app: App, remote_id: int, *, settle_s: float = 20.0) -> Cancelled:
         if run.state == RunState.PENDING or not run.job_id:
             raise StateError(f"remote_id {remote_id} has no submitted job to cancel (state {run.state})")
         s.expunge(run)
-    t = live_transport(run.site, app.site(run.site))
+    t = live_transport(run.site, app.site(run.site), site_off(app, run.site))
     try:
         sched = scheduler_for(run.site, app.site(run.site))
         ctx = submit_context(app, run)

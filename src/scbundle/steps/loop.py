@@ -25,6 +25,7 @@ from scbundle.db import journal
 from scbundle.db.claims import Claim, claim_run, unclaimed
 from scbundle.db.models import RemoteRun
 from scbundle.ops.auth import mark_auth
+from scbundle.ops.links import all_off, site_off, when_down
 from scbundle.ops.tasks import in_flight, is_enabled
 from scbundle.site.link import Transport, live_transport
 from scbundle.steps.common import StepReport
@@ -80,6 +81,7 @@ def run_step(
     waiting: set[str] = set()  # sites whose later runs wait: link down, or a throttle
     journaled: set[str] = set()  # sites whose throttle this pass has told the journal of
     transports: dict[str, Transport] = {}
+    offs: dict[str, frozenset[str]] = {}
     with in_flight(app, step.name):
         try:
             for n, run in enumerate(runs):
@@ -101,14 +103,29 @@ def run_step(
                             held.append(why)
                             waiting.add(run.site)
                             continue
+                        off = frozenset[str]()
+                        if step.needs_link:
+                            if run.site not in offs:  # front ends out of service: read once a pass
+                                offs[run.site] = site_off(app, run.site)
+                            off = offs[run.site]
+                            why = all_off(app, run.site, off)
+                            if why:  # the run stays where it is: `link host on` and the next pass moves it
+                                held.append(why)
+                                waiting.add(run.site)
+                                continue
                         try:
                             t = None
                             if step.needs_link:
                                 t = transports.get(run.site)
                                 if t is None:
-                                    t = transports[run.site] = live_transport(run.site, app.site(run.site))
+                                    t = transports[run.site] = live_transport(run.site, app.site(run.site), off)
                             results.append(step.work(app, claim, t))
                         except LinkDownError as err:
+                            waiting.add(run.site)
+                            decision = when_down(app, run.site, off)
+                            if decision.action == "leave":  # another local host has a live link: its step does this site's work
+                                held.append(f"site {run.site}: no link from here ({err}); left to {', '.join(decision.to)}, whose link is up")
+                                continue
                             reason = str(err)
                             paused += mark_auth(app, [run.remote_id], f"{step.name}: {err}", by=step.name, claimed=True)
                             later = [r.remote_id for r in runs[n + 1 :] if r.site == run.site]

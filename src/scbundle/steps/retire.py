@@ -21,6 +21,7 @@ from scbundle.core.states import ComponentState, RunState
 from scbundle.db.claims import claim_run, unclaimed
 from scbundle.db.models import RemoteComponent, RemoteRun
 from scbundle.db.runs import get_run, move
+from scbundle.ops.links import site_off
 from scbundle.site import jobs
 from scbundle.site.link import live_transport
 from scbundle.site.schedulers import scheduler_for
@@ -46,7 +47,7 @@ def _cancel_and_clean(app: App, run: RemoteRun, *, cancel: bool, clean: bool, fo
     if not cancel and not clean:
         return None, None
     try:
-        t = live_transport(run.site, app.site(run.site))
+        t = live_transport(run.site, app.site(run.site), site_off(app, run.site))
     except LinkDownError as err:
         if force:
             return None, None

@@ -252,10 +252,13 @@ def as_json(rows: list) -> list[dict]:
 
 def status_document(app: App, *, label: str | None = None, remote_id: int | None = None, show_all: bool = False) -> dict:
     """What `scbundle status --json` prints (and the web console's /api/status serves)."""
+    from scbundle.ops.links import host_states, service_json
     from scbundle.ops.throttle import site_loads
 
     runs = run_statuses(app, label=label, remote_id=remote_id)
     comps = component_statuses(app, remote_id, only_failed=not show_all) if remote_id is not None else []
     blocked = blocked_items(app, [r.remote_id for r in runs if r.advanced])
     sites = site_loads(app)
-    return {"runs": as_json(runs), "components": as_json(comps), "blocked": as_json(blocked), "sites": [asdict(x) for x in sites]}
+    hosts = [{"site": h.site, "host": h.host, **service_json(h)} for h in host_states(app)]
+    return {"runs": as_json(runs), "components": as_json(comps), "blocked": as_json(blocked), "sites": [asdict(x) for x in sites],
+            "hosts": hosts}  # fmt: skip

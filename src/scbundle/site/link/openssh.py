@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ from scbundle.core.config import Site, SshSettings
 from scbundle.core.errors import ConfigError, HostKeyError, LinkDownError, ScbundleError
 from scbundle.core.private import open_private, private_dir
 from scbundle.core.text import printable
+from scbundle.site.hosts import usable_indices
 from scbundle.site.link.base import ProcessTransport
 
 _SAFE_VALUE = re.compile(r"^[^\s\"'\\#]+$")
@@ -262,10 +263,10 @@ class OpenSshLink:
     def check(self) -> list[MasterStatus]:
         return [self.check_one(i) for i in range(len(self.ssh.hosts))]
 
-    def up_alias(self) -> str | None:
-        for i in range(len(self.ssh.hosts)):
-            if self.check_one(i).up:
-                return host_alias(self.site_name, i)
+    def up_alias(self, off: Collection[str] = ()) -> str | None:
+        """The first front end in service (not in ``off``, `link host off`) whose master is up."""
+        for i in usable_indices(self.ssh.hosts, off, lambda i: self.check_one(i).up)[:1]:
+            return host_alias(self.site_name, i)
         return None
 
     def start(self, index: int) -> MasterStatus:
@@ -359,17 +360,18 @@ class OpenSshLink:
 class OpenSshTransport(ProcessTransport):
     """Every operation rides the master: ControlMaster=no (never become one), BatchMode=yes."""
 
-    def __init__(self, site_name: str, site: Site) -> None:
+    def __init__(self, site_name: str, site: Site, off: Collection[str] = ()) -> None:
         super().__init__(site_name)
         self.link = OpenSshLink(site_name, site)
+        self.off = frozenset(off)  # front ends out of service: never used
         self._alias: str | None = None
 
     def link_up(self) -> bool:
-        self._alias = self.link.up_alias()
+        self._alias = self.link.up_alias(self.off)
         return self._alias is not None
 
     def _command(self, argv: Sequence[str]) -> list[str]:
-        alias = self._alias or host_alias(self.site_name, 0)
+        alias = self._alias or self.link.up_alias(self.off) or host_alias(self.site_name, 0)
         self.link.write_configs()
         return ["ssh", "-F", str(self.link.conf_path(batch=True)), "-T", alias, remote_command(argv)]
 

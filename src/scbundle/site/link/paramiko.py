@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import IO
 
 import paramiko
@@ -64,11 +64,12 @@ def _drain(chan_recv: Callable[[int], bytes], sink: bytearray, keep: int | None)
 
 
 class ParamikoTransport(Transport):
-    def __init__(self, site_name: str, site: Site) -> None:
+    def __init__(self, site_name: str, site: Site, off: Collection[str] = ()) -> None:
         super().__init__(site_name)
         if site.ssh is None:
             raise ConfigError(f"site {site_name!r} has no ssh settings")
         self.ssh = site.ssh
+        self.off = frozenset(off)  # front ends out of service (`link host off`): never used
         self._conn: Connection | None = None
         self._lock = threading.Lock()
         self._sessions = threading.BoundedSemaphore(self.ssh.max_sessions)
@@ -86,6 +87,9 @@ class ParamikoTransport(Transport):
             if self._conn is not None and self._conn.is_connected:
                 return self._conn
             u = user_settings(self.ssh, None)
+            usable = [h for h in self.ssh.hosts if h not in self.off]
+            if not usable:
+                raise LinkDownError(f"site {self.site_name}: every front end is out of service (`scbundle link host on NAME`)")
             cfg = FabricConfig(overrides={"load_ssh_configs": False})
             gateway = None
             if self.ssh.bastion:
@@ -96,7 +100,7 @@ class ParamikoTransport(Transport):
                 )  # fmt: skip
                 self._client_setup(gateway)
             conn = Connection(
-                self.ssh.hosts[0], user=u.user, port=self.ssh.port, config=cfg, gateway=gateway,
+                usable[0], user=u.user, port=self.ssh.port, config=cfg, gateway=gateway,
                 connect_timeout=self.ssh.connect_timeout,
                 connect_kwargs={"key_filename": u.identity, "look_for_keys": u.identity is None, "allow_agent": False},
             )  # fmt: skip
