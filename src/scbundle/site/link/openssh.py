@@ -34,7 +34,7 @@ from scbundle.core.config import Site, SshSettings
 from scbundle.core.errors import ConfigError, HostKeyError, LinkDownError, ScbundleError
 from scbundle.core.private import open_private, private_dir
 from scbundle.core.text import printable
-from scbundle.site.link.base import ProcessTransport
+from scbundle.site.link.base import ProcessTransport, Transport
 
 _SAFE_VALUE = re.compile(r"^[^\s\"'\\#]+$")
 _MASTER_PID = re.compile(r"Master running \(pid=(\d+)\)")
@@ -262,6 +262,11 @@ class OpenSshLink:
     def check(self) -> list[MasterStatus]:
         return [self.check_one(i) for i in range(len(self.ssh.hosts))]
 
+    def transfer_hosts(self) -> list[int]:
+        """The hosts (indices into ssh.hosts) a transfer may use: those whose master is up.
+        The one place that choice is made (hosts taken out of service drop out here too)."""
+        return [i for i in range(len(self.ssh.hosts)) if self.check_one(i).up]
+
     def up_alias(self) -> str | None:
         for i in range(len(self.ssh.hosts)):
             if self.check_one(i).up:
@@ -363,10 +368,23 @@ class OpenSshTransport(ProcessTransport):
         super().__init__(site_name)
         self.link = OpenSshLink(site_name, site)
         self._alias: str | None = None
+        self._pinned: int | None = None
 
     def link_up(self) -> bool:
+        if self._pinned is not None:
+            return self.link.check_one(self._pinned).up
         self._alias = self.link.up_alias()
         return self._alias is not None
+
+    def pinned(self, index: int) -> OpenSshTransport:
+        """A transport that rides host ``index``'s master only (its invocations counted apart)."""
+        t = OpenSshTransport(self.site_name, self.link.site)
+        t._alias, t._pinned = host_alias(self.site_name, index), index
+        return t
+
+    def transfer_transports(self) -> list[Transport]:
+        hosts = self.link.transfer_hosts()
+        return [self.pinned(i) for i in hosts] or [self]
 
     def _command(self, argv: Sequence[str]) -> list[str]:
         alias = self._alias or host_alias(self.site_name, 0)
