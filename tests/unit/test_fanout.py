@@ -141,3 +141,32 @@ def test_a_refusal_is_not_retried_elsewhere(tmp_path):
     assert not isinstance(err.value, LinkDownError)
     assert sum(h.invocations for h in hosts) == 1
     assert subprocess.run(["test", "-e", "/outside/f"]).returncode == 1
+
+
+def test_each_front_end_has_its_own_session_slots():
+    """sshd's MaxSessions is per connection: streams on the other front ends must not wait
+    for the first one's slots (a wait past the timeout would count a live host as lost)."""
+    import shutil
+    import tempfile
+    from contextlib import ExitStack
+
+    from scbundle.core.config import Site
+    from scbundle.core.errors import LinkDownError as Down
+    from scbundle.site.link.openssh import OpenSshTransport
+
+    control = Path(tempfile.mkdtemp(prefix="scbu-", dir="/tmp")) / "c"  # a ControlPath stays short
+    site = Site.model_validate({"link": "ssh", "remote_root": "/r", "permanent_root": "/p",
+                                "ssh": {"hosts": ["fe1.invalid", "fe2.invalid"], "user": "op", "control_dir": str(control),
+                                        "max_sessions": 2}})  # fmt: skip
+    t = OpenSshTransport("mu", site)
+    first, second = t.pinned(0), t.pinned(1)
+    with ExitStack() as held:
+        for _ in range(2):  # every slot of the first front end taken
+            held.enter_context(first._slot())
+        with pytest.raises(Down, match="no free session slot"):
+            with t.link.session_slot(timeout=0, host=0):
+                pass
+        with second._slot() as n:  # the second front end's own
+            assert n == 0
+    assert sorted(p.name for p in control.iterdir() if "slot" in p.name) == ["mu.h1.slot.0", "mu.slot.0", "mu.slot.1"]
+    shutil.rmtree(control.parent)

@@ -337,14 +337,17 @@ class OpenSshLink:
 
     # -- a cross-process cap on sessions over the master ----------------------------------
     @contextmanager
-    def session_slot(self, timeout: float = 600.0) -> Iterator[int]:
+    def session_slot(self, timeout: float = 600.0, host: int | None = None) -> Iterator[int]:
         """Hold one of ``max_sessions`` slots (flock'ed files shared by every scbundle process):
-        past sshd's MaxSessions, ssh would silently open a new connection needing the OTP."""
+        past sshd's MaxSessions, ssh would silently open a new connection needing the OTP.
+        MaxSessions is per connection: a transport pinned to host ``host`` > 0 (the fan-out)
+        counts its sessions in that host's own slots."""
         self.ensure_dir()
         deadline = time.monotonic() + timeout
         while True:
             for n in range(self.ssh.max_sessions):
-                fd = open_private(self.dir / f"{self.site_name}.slot.{n}", what="session slot file")
+                name = f"{self.site_name}.slot.{n}" if not host else f"{self.site_name}.h{host}.slot.{n}"
+                fd = open_private(self.dir / name, what="session slot file")
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -392,7 +395,7 @@ class OpenSshTransport(ProcessTransport):
         return ["ssh", "-F", str(self.link.conf_path(batch=True)), "-T", alias, remote_command(argv)]
 
     def _slot(self):  # type: ignore[override]
-        return self.link.session_slot()
+        return self.link.session_slot(host=self._pinned)
 
     def _classify(self, argv: Sequence[str], returncode: int, stderr: bytes) -> Exception:
         err = stderr.decode("utf-8", "replace")
