@@ -6,6 +6,9 @@
 2. Pushing 10,000 files of 20 kB through the OpenSSH master, side by side in one run:
    (a) one scp per file over the master, (b) one `tar c | ssh tar x` stream, (c) scbundle's
    push (a checksummed tar stream into remote/sc_remote.py unpack). Goal: (c) within 1.2x of (b).
+4. Fan-out (site/fanout.py): 200 x 10 MB and 10,000 x 20 kB with every front end capped
+   (tc tbf, --cap-mbit, default 160 = 20 MB/s), pushed over one front end and over three;
+   `fanout_speedup` is the three-host over the one-host throughput (goal: >= 2.7x).
 3. What the tool bootstrap (remote/sc_boot.py: every tool verified in the call that runs it)
    costs a link call: the same `sc_remote.py missing` over the master, by path as before and
    through the bootstrap, alternated; medians of wall time.
@@ -63,7 +66,7 @@ def make_app(site, home: Path, control: Path) -> App:
                     "cores_per_node": 2, "max_nodes": 1, "python": site.python, "max_walltime": "04:00:00",
                     "paths": [{"local": str(home / "data"), "remote": str(remote / "data")}],
                     "ssh": {
-                        "hosts": [site.front_host], "port": site.front_port, "user": user,
+                        "hosts": list(site.front_hosts or [site.front_host]), "port": site.front_port, "user": user,
                         "bastion": site.bastion_host, "bastion_port": site.bastion_port,
                         "identity": str(site.users[user].key), "known_hosts": str(site.known_hosts),
                         "control_dir": str(control),
@@ -180,6 +183,48 @@ def push_figures(app: App, site, nfiles: int, scp_files: int, tmp: Path, streams
     return out
 
 
+def fanout_figures(app: App, site, tmp: Path, cap_mbit: float, scale: float) -> dict:
+    """One host against three, every host capped: the throughput of a push of each workload."""
+    from scbundle.site.fanout import push_fanout
+
+    s = app.site("mu")
+    t = transport_for("mu", s)
+    assert t.link_up()
+    ensure_tools(t, s)
+    lanes = t.transfer_transports()
+    argv = tool_argv(s.python, tools_dir(s), "sc_remote.py", "unpack", "--root", s.remote_root)
+    out: dict[str, object] = {"cap_mbit": cap_mbit, "hosts_up": len(lanes)}
+    for i in range(len(site.front_hosts)):
+        site.cap(i, cap_mbit)
+    try:
+        speedups = []
+        for label, count, size in (("10MB", int(200 * scale), 10 << 20), ("20kB", int(10000 * scale), 20 << 10)):
+            src = tmp / f"fan-{label}"
+            src.mkdir()
+            for i in range(count):
+                (src / f"f{i:05d}").write_bytes(os.urandom(size))
+            names = sorted(os.listdir(src))
+            times = {}
+            for n_hosts in (1, len(lanes)):
+                dest = f"{s.remote_root}/fan-{label}-{n_hosts}"
+                pairs = [(str(src / n), f"{dest}/{n}") for n in names]
+                sizes = {r: size for _, r in pairs}
+                t0 = time.perf_counter()
+                push_fanout(lanes[:n_hosts], argv, pairs, sizes, streams=s.push_streams, bundle_bytes=int(s.push_bundle_mb * (1 << 20)))
+                times[n_hosts] = time.perf_counter() - t0
+                t.run(["rm", "-rf", dest])
+            shutil.rmtree(src)
+            mb = count * size / 1e6
+            one, many = mb / times[1], mb / times[len(lanes)]
+            out[label] = {"files": count, "one_host_MBps": round(one, 1), "all_hosts_MBps": round(many, 1), "speedup": round(many / one, 2)}
+            speedups.append(many / one)
+        out["fanout_speedup"] = round(min(speedups), 2)
+    finally:
+        for i in range(len(site.front_hosts)):
+            site.uncap(i)
+    return out
+
+
 def call_overhead(app: App, calls: int) -> dict:
     """One small tool call over the master, by path (no verification) and through the bootstrap."""
     site = app.site("mu")
@@ -212,9 +257,12 @@ def main() -> None:
     ap.add_argument("--disk", action="store_true", help="push to the site's scratch on disk instead of tmpfs")
     ap.add_argument("--streams", type=int, default=None, help="push streams for (c) (default: the site's push_streams)")
     ap.add_argument("--skip-push", action="store_true")
+    ap.add_argument("--skip-fanout", action="store_true")
+    ap.add_argument("--cap-mbit", type=float, default=160, help="each front end's cap for the fan-out figure (160 = 20 MB/s)")
+    ap.add_argument("--fanout-scale", type=float, default=1.0, help="fraction of the fan-out workloads (200 x 10 MB, 10,000 x 20 kB)")
     ap.add_argument("--calls", type=int, default=40, help="calls of each kind for the bootstrap's overhead (0: skip)")
     args = ap.parse_args()
-    site = start_site("scbb")
+    site = start_site("scbb", fronts=3)
     control = Path(tempfile.mkdtemp(prefix="scbc-", dir="/tmp"))
     tmp = Path(tempfile.mkdtemp(prefix="scb-linkbench-"))
     tmp.chmod(0o755)
@@ -222,7 +270,8 @@ def main() -> None:
         print(f"site: {site.mode_note}")
         app = make_app(site, tmp / "h", control)
         link = OpenSshLink("mu", app.site("mu"))
-        link.start(0)
+        for i in range(len(app.site("mu").ssh.hosts)):
+            link.start(i)
         results = {}
         if not args.skip_runs:
             small = invocations_per_run(app, 200, "inv200")
@@ -240,11 +289,22 @@ def main() -> None:
             print(f"  (b) tar | ssh tar x  : {p['b_tar_stream_s']:>8} s   (median of {p['b_all_s']})")
             print(f"  (c) scbundle push    : {p['c_scbundle_push_s']:>8} s   (median of {p['c_all_s']}, {p['c_streams']} streams)"
                   f" = {p['c_over_b']}x (b)   [(a) = {p['a_over_b']}x (b)]")
+        if not args.skip_fanout:
+            f = fanout_figures(app, site, tmp, args.cap_mbit, args.fanout_scale)
+            results["fanout"] = f
+            for label in ("10MB", "20kB"):
+                r = f[label]
+                print(f"fan-out {r['files']} x {label}, each host capped at {f['cap_mbit']} Mbit/s: one host {r['one_host_MBps']} MB/s, "
+                      f"{f['hosts_up']} hosts {r['all_hosts_MBps']} MB/s = {r['speedup']}x")
         if args.calls:
             c = call_overhead(app, args.calls)
             results["bootstrap"] = c
             print(f"one link call (sc_remote.py missing), median of {c['calls']}: by path {c['by_path_ms']} ms, "
                   f"through the bootstrap {c['bootstrap_ms']} ms (+{c['overhead_ms']} ms; command {c['command_bytes']} bytes)")
+        if "push" in results:
+            results["c_over_b"] = results["push"]["c_over_b"]
+        if "fanout" in results:
+            results["fanout_speedup"] = results["fanout"]["fanout_speedup"]
         print(json.dumps(results))
         link.stop()
     finally:

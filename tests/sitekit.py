@@ -97,6 +97,8 @@ class _Runtime:
     uids: set[int] = field(default_factory=set)
     run_dir: Path | None = None
     stopped: bool = False
+    net_n: int = 0  # the start's namespace number and first octet (_setup_netns)
+    net_octet: int = 0
 
     def teardown(self, keep_base: bool = False) -> None:
         if self.stopped:
@@ -156,6 +158,11 @@ class TestSite:
     prefix: str = "scb"
     # root-netns address -> the front's address on its link to it (route_front_to_host)
     host_routes: dict[str, str] = field(default_factory=dict)
+    # every front end (the first is front_host/front_ns): start_site(fronts=3) adds two more,
+    # each its own netns and sshd behind the bastion; (bastion-side veth, front-side veth) each
+    front_hosts: list[str] = field(default_factory=list)
+    front_nss: list[str | None] = field(default_factory=list)
+    front_links: list[tuple[str, str]] = field(default_factory=list)
     _rt: _Runtime | None = field(default=None, repr=False)
     _totp_steps: dict[str, int] = field(default_factory=dict, repr=False)
     _totp_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -236,6 +243,40 @@ class TestSite:
         deadline = time.monotonic() + timeout
         while any(_alive(pid) for pid in victims) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+    def front_sshd_pids_of(self, index: int) -> list[int]:
+        """Front end ``index``'s sshd listener, then its per-connection sshds."""
+        proc = self._rt.procs.get("front" if index == 0 else f"front{index + 1}") if self._rt else None
+        if proc is None or proc.poll() is not None:
+            return []
+        return [proc.pid, *(pid for pid in _descendants(proc.pid) if _exe(pid) == SSHD)]
+
+    def kill_front_connections(self, index: int, timeout: float = 10) -> None:
+        """SIGKILL front end ``index``'s per-connection sshds: its masters drop, the others stay."""
+        victims = self.front_sshd_pids_of(index)[1:]
+        for pid in victims:
+            _signal(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while any(_alive(pid) for pid in victims) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def cap(self, index: int, mbit: float) -> None:
+        """A bandwidth cap (tc tbf) both ways on front end ``index``'s link to the bastion."""
+        b_link, f_link = self.front_links[index]
+        for ns, dev in ((self.bastion_ns, b_link), (self.front_nss[index], f_link)):
+            _run(["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf",
+                  "rate", f"{mbit}mbit", "burst", "256kb", "latency", "100ms"])
+
+    def uncap(self, index: int) -> None:
+        b_link, f_link = self.front_links[index]
+        for ns, dev in ((self.bastion_ns, b_link), (self.front_nss[index], f_link)):
+            _run(["ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", dev, "root"], check=False)
+
+    def front_rx_bytes(self, index: int) -> int:
+        """Bytes front end ``index`` has received on its link (what was pushed through it)."""
+        _, f_link = self.front_links[index]
+        p = _run(["ip", "netns", "exec", self.front_nss[index], "cat", f"/sys/class/net/{f_link}/statistics/rx_bytes"])
+        return int(p.stdout)
 
     def stop(self) -> None:
         """Stop both sshds and everything they forked, delete namespaces and veths. Idempotent."""
@@ -326,7 +367,7 @@ def ensure_prerequisites(install: bool = True) -> None:
         )
 
 
-def start_site(prefix: str = "scb") -> TestSite:
+def start_site(prefix: str = "scb", fronts: int = 1) -> TestSite:
     """Build and start the site; users are <prefix>otp, <prefix>otp2 (password+TOTP) and <prefix>key.
 
     One site per prefix at a time (a lock says so); different prefixes are independent.
@@ -347,7 +388,7 @@ def start_site(prefix: str = "scb") -> TestSite:
     base.chmod(0o755)
     rt = _Runtime(prefix=prefix, base=base, lock_fd=lock_fd)
     try:
-        site = _build(rt, prefix)
+        site = _build(rt, prefix, fronts)
     except BaseException:
         rt.teardown(keep_base=True)
         raise
@@ -395,7 +436,7 @@ def site_fixture(scope: str = "session", prefix: str = "scb", name: str = "test_
     return _site
 
 
-def _build(rt: _Runtime, prefix: str) -> TestSite:
+def _build(rt: _Runtime, prefix: str, fronts: int = 1) -> TestSite:
     base = rt.base
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation chroot
 
@@ -404,6 +445,7 @@ def _build(rt: _Runtime, prefix: str) -> TestSite:
     if isinstance(netns_note, tuple):
         namespaces = True
         ns_b, ns_f, bastion_host, front_host = netns_note
+        extra = _extra_fronts(rt, prefix, ns_b, fronts - 1)  # (ns, host, bastion link, front link)
         bastion_port = front_port = 22
         note = (
             f"network namespaces: bastion {bastion_host}:22 -> front {front_host}:22 "
@@ -413,6 +455,9 @@ def _build(rt: _Runtime, prefix: str) -> TestSite:
         namespaces = False
         ns_b = ns_f = None
         bastion_host = front_host = "127.0.0.1"
+        extra = []
+        if fronts > 1:
+            raise SiteUnavailable("several front ends need network namespaces")
         bastion_port, front_port = _free_port(), _free_port()
         why = "SCBSITE_NETNS=0" if netns_note is None else netns_note
         note = (
@@ -462,11 +507,12 @@ def _build(rt: _Runtime, prefix: str) -> TestSite:
         k: _keygen(base / "hostkeys" / k, f"{k}@{prefix}-site")
         for k in ("bastion", "front", "wrong-bastion", "wrong-front")
     }
-    endpoints = {"bastion": (bastion_host, bastion_port), "front": (front_host, front_port)}
+    endpoints = [("bastion", bastion_host, bastion_port), ("front", front_host, front_port)]
+    endpoints += [("front", e[1], front_port) for e in extra]  # more front ends: the same host key
 
     def known(prefix_: str, path: Path) -> Path:
         lines = []
-        for role, (host, port) in endpoints.items():
+        for role, host, port in endpoints:
             pub = Path(f"{keys[prefix_ + role]}.pub").read_text().split()
             hostname = host if port == 22 else f"[{host}]:{port}"
             lines.append(f"{hostname} {pub[0]} {pub[1]}\n")
@@ -512,7 +558,7 @@ def _build(rt: _Runtime, prefix: str) -> TestSite:
         "bastion": common.format(hostkey=keys["bastion"], pidfile=base / "bastion.pid")
         + f"ListenAddress {bastion_host}:{bastion_port}\n"
         "AuthenticationMethods publickey\nKbdInteractiveAuthentication no\n"
-        f"AllowTcpForwarding local\nPermitOpen {front_host}:{front_port}\nPermitTTY no\n"
+        f"AllowTcpForwarding local\nPermitOpen {' '.join(f'{h}:{front_port}' for h in [front_host, *(e[1] for e in extra)])}\nPermitTTY no\n"
         "AllowAgentForwarding no\n"
         'ForceCommand echo "this bastion only forwards ssh (ssh -J)"\n',
         "front": common.format(hostkey=keys["front"], pidfile=base / "front.pid")
@@ -521,10 +567,13 @@ def _build(rt: _Runtime, prefix: str) -> TestSite:
         "Subsystem sftp internal-sftp\n"
         f"Match User {otp_names}\n    AuthenticationMethods keyboard-interactive\n",
     }
+    for k, (_, host, _, _) in enumerate(extra, start=2):  # the same sshd as the first front, its own address
+        cfgs[f"front{k}"] = cfgs["front"].replace(f"PidFile {base / 'front.pid'}", f"PidFile {base / f'front{k}.pid'}").replace(
+            f"ListenAddress {front_host}:{front_port}", f"ListenAddress {host}:{front_port}")
     for role, text in cfgs.items():
         (base / f"{role}_config").write_text(text)
-        ns = ns_b if role == "bastion" else ns_f
-        exe = str(SBIN / f"sshd-{prefix}{role}")
+        ns = ns_b if role == "bastion" else ns_f if role == "front" else extra[int(role[5:]) - 2][0]
+        exe = str(SBIN / f"sshd-{prefix}{'front' if role.startswith('front') else role}")
         _run([exe, "-t", "-f", str(base / f"{role}_config")])  # config errors show here, plainly
         cmd = (["ip", "netns", "exec", ns] if ns else []) + [
             exe, "-D", "-e", "-f", str(base / f"{role}_config"), "-E", str(base / f"{role}.log")
@@ -551,13 +600,42 @@ def _build(rt: _Runtime, prefix: str) -> TestSite:
         bastion_ns=ns_b,
         front_ns=ns_f,
         prefix=prefix,
+        front_hosts=[front_host, *(e[1] for e in extra)],
+        front_nss=[ns_f, *(e[0] for e in extra)],
+        front_links=[(f"{prefix}{os.getpid()}-{rt.net_n}c", f"{prefix}{os.getpid()}-{rt.net_n}d"), *((e[2], e[3]) for e in extra)]
+        if namespaces else [],
         _rt=rt,
     )
-    for role in ("bastion", "front"):
+    for role in cfgs:
         _wait_listening(site, role)
     _wait_banner(site, bastion_host, bastion_port, None)
-    _wait_banner(site, front_host, front_port, ns_b)
+    for host in site.front_hosts:
+        _wait_banner(site, host, front_port, ns_b)
     return site
+
+
+def _extra_fronts(rt: _Runtime, prefix: str, ns_b: str, count: int) -> list[tuple[str, str, str, str]]:
+    """``count`` more front ends behind the bastion: each a netns and a veth to the bastion
+    (10.233.O.4k+1/30 <-> 10.233.O.4k+2/30, O the first front's octet); the root netns routes
+    10.233.O.0/24 into the bastion (which drops it), as for the first front."""
+    if count <= 0:
+        return []
+    pid, n, octet = os.getpid(), rt.net_n, rt.net_octet
+    out = []
+    for k in range(2, count + 2):
+        ns = f"{prefix}-{pid}-{n}-front{k}"
+        b_link, f_link = (f"{prefix}{pid}-{n}{x}" for x in "ghijkl"[2 * (k - 2): 2 * (k - 2) + 2])
+        b_ip, f_ip = f"10.233.{octet}.{4 * k + 1}", f"10.233.{octet}.{4 * k + 2}"
+        _run(["ip", "netns", "add", ns])
+        rt.namespaces.append(ns)
+        _run(["ip", "-n", ns_b, "link", "add", b_link, "type", "veth", "peer", "name", f_link, "netns", ns])
+        _run(["ip", "-n", ns_b, "addr", "add", f"{b_ip}/30", "dev", b_link])
+        _run(["ip", "-n", ns_b, "link", "set", b_link, "up"])
+        for c in (["addr", "add", f"{f_ip}/30", "dev", f_link], ["link", "set", "lo", "up"], ["link", "set", f_link, "up"]):
+            _run(["ip", "-n", ns, *c])
+        out.append((ns, f_ip, b_link, f_link))
+    _run(["ip", "route", "replace", f"10.233.{octet}.0/24", "via", f"10.231.{octet}.2"])
+    return out
 
 
 def _setup_netns(rt: _Runtime, prefix: str) -> tuple[str, str, str, str] | str:
@@ -575,6 +653,7 @@ def _setup_netns(rt: _Runtime, prefix: str) -> tuple[str, str, str, str] | str:
         _run(["ip", "netns", "add", ns_f])
         rt.namespaces.append(ns_f)
         octet = _free_octet()
+        rt.net_n, rt.net_octet = n, octet
         h, b1 = f"10.231.{octet}.1", f"10.231.{octet}.2"
         b2, f2 = f"10.231.{octet + 1}.1", f"10.231.{octet + 1}.2"
         _run(["ip", "link", "add", va, "type", "veth", "peer", "name", vb])
@@ -877,12 +956,12 @@ def _sweep_stale(prefix: str) -> None:
     """Remove what an earlier, killed run with this prefix left behind (its pid is gone)."""
     dead = lambda pid: pid != os.getpid() and not _alive(pid)  # noqa: E731
     for line in _run(["ip", "netns", "list"], check=False).stdout.splitlines():
-        m = re.match(rf"({re.escape(prefix)}-(\d+)-\d-(?:bastion|front))\b", line)
+        m = re.match(rf"({re.escape(prefix)}-(\d+)-\d-(?:bastion|front\d?))\b", line)
         if m and dead(int(m.group(2))):
             _kill_netns_pids(m.group(1))
             _run(["ip", "netns", "del", m.group(1)], check=False)
     for link in os.listdir("/sys/class/net"):
-        m = re.fullmatch(rf"{re.escape(prefix)}(\d+)-\d[a-d]", link)
+        m = re.fullmatch(rf"{re.escape(prefix)}(\d+)-\d[a-dg-l]", link)
         if m and dead(int(m.group(1))):
             _run(["ip", "link", "del", link], check=False)
     for entry in os.listdir("/proc"):  # loopback-fallback sshds of a dead run

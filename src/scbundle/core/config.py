@@ -140,7 +140,8 @@ class Site(_Strict):
     max_walltime: str = "12:00:00"
     python: str = "python3"
     drop_hours: Annotated[float, Field(gt=0)] = 12.0
-    push_streams: Annotated[int, Field(gt=0, le=8)] = 2  # parallel tar streams for the missing inputs
+    push_streams: Annotated[int, Field(gt=0, le=8)] = 2  # parallel tar streams for the missing inputs, per front end
+    push_bundle_mb: Annotated[float, Field(gt=0)] = 100  # inputs packed into bundles of about this size, dealt over the front ends
     # throttles (the field notes' --nproc, --nprep, --spacelim); unset: no limit
     max_in_flight: Annotated[int, Field(gt=0)] | None = None  # most runs submitted and not yet back (state run); exec holds more back
     max_prepared: Annotated[int, Field(gt=0)] | None = None  # most runs prepared ahead for exec (state pending); prepare holds more back

@@ -44,19 +44,16 @@ def _pax_record(key: str, value: str) -> bytes:
     return str(n).encode() + body
 
 
+_USTAR_TAIL = bytes(100) + b"ustar\x0000" + bytes(512 - 265)  # linkname, magic+version, the rest
+_TAIL_SUM = sum(_USTAR_TAIL) + 8 * 32  # + the checksum field counted as spaces
+
+
 def _ustar_header(name: bytes, size: int, mode: int, mtime: int, typeflag: bytes) -> bytes:
-    h = bytearray(512)
-    h[0:100] = name[:99].ljust(100, b"\0")
-    h[100:108] = b"%07o\0" % mode
-    h[108:116] = b"0000000\0"
-    h[116:124] = b"0000000\0"
-    h[124:136] = b"%011o\0" % min(size, _MAX_OCTAL_SIZE)
-    h[136:148] = b"%011o\0" % max(0, min(mtime, _MAX_OCTAL_SIZE))
-    h[148:156] = b"        "
-    h[156:157] = typeflag
-    h[257:265] = b"ustar\x0000"
-    h[148:156] = b"%06o\0 " % sum(h)
-    return bytes(h)
+    # built by concatenation and its checksum summed over the 148 variable bytes only: a
+    # bytearray filled by slices and summed whole cost ~50 us a header, most of the writer's time
+    head = b"%s%07o\0" b"0000000\0" b"0000000\0" b"%011o\0%011o\0" % (
+        name[:99].ljust(100, b"\0"), mode, min(size, _MAX_OCTAL_SIZE), max(0, min(mtime, _MAX_OCTAL_SIZE)))
+    return b"%s%06o\0 %s%s" % (head, sum(head) + typeflag[0] + _TAIL_SUM, typeflag, _USTAR_TAIL)
 
 
 class TarWriter:

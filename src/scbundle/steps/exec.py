@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from sqlalchemy import update
 
 from scbundle.core.app import App
-from scbundle.core.errors import LinkDownError, ScbundleError, SiteUnsafeError, UnsafeNameError
+from scbundle.core.errors import ScbundleError, SiteUnsafeError, UnsafeNameError
 from scbundle.core.failpoints import failpoint
 from scbundle.core.protocol import PROTOCOL as P
 from scbundle.core.resources import content_hash
@@ -35,11 +34,12 @@ from scbundle.db.runs import get_run, move, select_runs
 from scbundle.ops.throttle import exec_hold
 from scbundle.site import jobs
 from scbundle.site.digests import DigestCache, DigestStats
+from scbundle.site.fanout import PushReport, push_fanout
 from scbundle.site.layout import manifest_dir, roots_args, tool_argv
 from scbundle.site.link import Transport, transport_for
 from scbundle.site.schedulers import scheduler_for
 from scbundle.site.tools import ensure_shipped, ensure_tools
-from scbundle.site.transfer import write_push_tar, write_text_tar
+from scbundle.site.transfer import write_text_tar
 from scbundle.steps.common import StepReport, submit_context
 from scbundle.steps.loop import RunStep, describe, fault_of, run_step
 
@@ -82,33 +82,10 @@ class InputCheck:
     site: dict  # sc_remote.py missing's counts: checked, by_manifest, hashed, hashed_bytes, missing
 
 
-def split_by_size(files: list[tuple[str, str]], sizes: dict[str, int], k: int) -> list[list[tuple[str, str]]]:
-    """Deal files to ``k`` streams, largest first, so the streams carry similar byte counts."""
-    groups: list[list[tuple[str, str]]] = [[] for _ in range(max(1, min(k, len(files))))]
-    loads = [0] * len(groups)
-    for pair in sorted(files, key=lambda p: -sizes.get(p[1], 0)):
-        i = loads.index(min(loads))
-        groups[i].append(pair)
-        loads[i] += sizes.get(pair[1], 0)
-    return groups
-
-
-def push_files(t: Transport, argv: list[str], files: list[tuple[str, str]], *, streams: int, on_file=None) -> None:
-    """A few tar streams in parallel over the link, each into the remote unpacker."""
+def push_files(t: Transport, argv: list[str], files: list[tuple[str, str]], *, streams: int, on_file=None, bundle_mb: float = 100) -> PushReport:
+    """The files over ``t`` alone (no re-check): a few tar streams into the remote unpacker."""
     sizes = {remote: os.stat(local).st_size for local, remote in files}
-    groups = split_by_size(files, sizes, streams)
-    if len(groups) == 1:
-        t.stream_in(argv, lambda out: write_push_tar(out, groups[0], on_file=on_file))
-        return
-    with ThreadPoolExecutor(len(groups)) as pool:
-        futures = [pool.submit(t.stream_in, argv, lambda out, g=g: write_push_tar(out, g, on_file=on_file)) for g in groups]
-        errors = [f.exception() for f in futures]
-    for err in errors:  # a dropped link outranks any other failure: the run must go to auth
-        if isinstance(err, LinkDownError):
-            raise err
-    for err in errors:
-        if err is not None:
-            raise err
+    return push_fanout([t], argv, files, sizes, streams=streams, bundle_bytes=int(bundle_mb * (1 << 20)), on_file=on_file)
 
 
 def input_listing(reqs: list[tuple[str, str, int]], cache: DigestCache, remote_id: int | None = None) -> tuple[bytes, dict[str, int], DigestStats]:
@@ -207,17 +184,27 @@ def exec_run(app: App, run: RemoteRun, *, progress: bool = True, transport: Tran
     t.stream_in(bundle, lambda out: write_text_tar(out, files))
     check = check_inputs(t, site, reqs, listing, sizes, tools=tools)
     to_push, nbytes = check.to_push, check.nbytes
+    spread = 0  # invocations over the other hosts' masters
     if to_push:
         argv = tool_argv(py, tools, "sc_remote.py", "unpack", *roots, "--manifest", manifest_dir(site))
+        lanes = t.transfer_transports()  # one a front end whose master is up
         show = progress and app.console.is_terminal
-        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                      console=app.console, transient=True, disable=not show) as bar:  # fmt: skip
-            task = bar.add_task(f"push {len(to_push)} files", total=nbytes)
-            push_files(t, argv, to_push, streams=site.push_streams, on_file=lambda n: bar.advance(task, n))
+
+        def recheck(other: Transport) -> list[tuple[str, str]]:  # a host was lost: what is still missing, by content
+            return check_inputs(other, site, reqs, listing, sizes, tools=tools).to_push
+
+        try:
+            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                          console=app.console, transient=True, disable=not show) as bar:  # fmt: skip
+                task = bar.add_task(f"push {len(to_push)} files", total=nbytes)
+                push_fanout(lanes, argv, to_push, sizes, streams=site.push_streams, bundle_bytes=int(site.push_bundle_mb * (1 << 20)),
+                            recheck=recheck, on_file=lambda n: bar.advance(task, n))  # fmt: skip
+        finally:
+            spread = sum(x.invocations for x in lanes if x is not t)
     failpoint("exec.pushed")
     job_id = jobs.submit(t, sched, ctx).job_id
     failpoint("exec.submitted")
-    return Executed(run.remote_id, job_id, len(to_push), nbytes, t.invocations - before,
+    return Executed(run.remote_id, job_id, len(to_push), nbytes, t.invocations - before + spread,
                     hashed_files=local.hashed, site_hashed=int(check.site.get("hashed", 0)), warnings=tuple(local.problems), note=note)  # fmt: skip
 
 

@@ -128,6 +128,11 @@ class Transport(ABC):
     @abstractmethod
     def stream_out(self, argv: Sequence[str], consumer: Callable[[IO[bytes]], None], *, input: bytes = b"", check: bool = True) -> Completed: ...
 
+    def transfer_transports(self) -> list[Transport]:
+        """One transport per host a bulk transfer may use, each pinned to its host (the
+        fan-out, site/fanout.py); a link with one way in answers itself."""
+        return [self]
+
     def close(self) -> None:
         """Release what the transport holds (connections); a no-op for process transports."""
 

@@ -35,7 +35,7 @@ from scbundle.core.errors import ConfigError, HostKeyError, LinkDownError, Scbun
 from scbundle.core.private import open_private, private_dir
 from scbundle.core.text import printable
 from scbundle.site.hosts import usable_indices
-from scbundle.site.link.base import ProcessTransport
+from scbundle.site.link.base import ProcessTransport, Transport
 
 _SAFE_VALUE = re.compile(r"^[^\s\"'\\#]+$")
 _MASTER_PID = re.compile(r"Master running \(pid=(\d+)\)")
@@ -263,6 +263,11 @@ class OpenSshLink:
     def check(self) -> list[MasterStatus]:
         return [self.check_one(i) for i in range(len(self.ssh.hosts))]
 
+    def transfer_hosts(self, off: Collection[str] = ()) -> list[int]:
+        """The hosts (indices into ssh.hosts) a transfer may use: in service (not in ``off``,
+        `link host off`) and with their master up. The one place that choice is made."""
+        return usable_indices(self.ssh.hosts, off, lambda i: self.check_one(i).up)
+
     def up_alias(self, off: Collection[str] = ()) -> str | None:
         """The first front end in service (not in ``off``, `link host off`) whose master is up."""
         for i in usable_indices(self.ssh.hosts, off, lambda i: self.check_one(i).up)[:1]:
@@ -333,14 +338,17 @@ class OpenSshLink:
 
     # -- a cross-process cap on sessions over the master ----------------------------------
     @contextmanager
-    def session_slot(self, timeout: float = 600.0) -> Iterator[int]:
+    def session_slot(self, timeout: float = 600.0, host: int | None = None) -> Iterator[int]:
         """Hold one of ``max_sessions`` slots (flock'ed files shared by every scbundle process):
-        past sshd's MaxSessions, ssh would silently open a new connection needing the OTP."""
+        past sshd's MaxSessions, ssh would silently open a new connection needing the OTP.
+        MaxSessions is per connection: a transport pinned to host ``host`` > 0 (the fan-out)
+        counts its sessions in that host's own slots."""
         self.ensure_dir()
         deadline = time.monotonic() + timeout
         while True:
             for n in range(self.ssh.max_sessions):
-                fd = open_private(self.dir / f"{self.site_name}.slot.{n}", what="session slot file")
+                name = f"{self.site_name}.slot.{n}" if not host else f"{self.site_name}.h{host}.slot.{n}"
+                fd = open_private(self.dir / name, what="session slot file")
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -365,10 +373,23 @@ class OpenSshTransport(ProcessTransport):
         self.link = OpenSshLink(site_name, site)
         self.off = frozenset(off)  # front ends out of service: never used
         self._alias: str | None = None
+        self._pinned: int | None = None
 
     def link_up(self) -> bool:
+        if self._pinned is not None:
+            return self.link.check_one(self._pinned).up
         self._alias = self.link.up_alias(self.off)
         return self._alias is not None
+
+    def pinned(self, index: int) -> OpenSshTransport:
+        """A transport that rides host ``index``'s master only (its invocations counted apart)."""
+        t = OpenSshTransport(self.site_name, self.link.site, self.off)
+        t._alias, t._pinned = host_alias(self.site_name, index), index
+        return t
+
+    def transfer_transports(self) -> list[Transport]:
+        hosts = self.link.transfer_hosts(self.off)
+        return [self.pinned(i) for i in hosts] or [self]
 
     def _command(self, argv: Sequence[str]) -> list[str]:
         alias = self._alias or self.link.up_alias(self.off) or host_alias(self.site_name, 0)
@@ -376,7 +397,7 @@ class OpenSshTransport(ProcessTransport):
         return ["ssh", "-F", str(self.link.conf_path(batch=True)), "-T", alias, remote_command(argv)]
 
     def _slot(self):  # type: ignore[override]
-        return self.link.session_slot()
+        return self.link.session_slot(host=self._pinned)
 
     def _classify(self, argv: Sequence[str], returncode: int, stderr: bytes) -> Exception:
         err = stderr.decode("utf-8", "replace")
