@@ -14,6 +14,9 @@ fresh in every command, so no scbundle state carries over from one command to th
 Where a fresh interpreter would start differently (a ``PYTHON*`` variable, the locale or the
 interpreter itself differ from the server's), `run` starts a real ``python -m scbundle.cli``
 instead. ``SCBUNDLE_TEST_NO_FORKSERVER=1`` does that for every command.
+
+`Cli` is the tests' handle on one scbundle home (the `cli` fixture of tests/conftest.py):
+it lives here, not in a conftest, so test modules import it by a name no other file shares.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ import os
 import select
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 #: what a fresh interpreter reads at start-up: a difference here means a real subprocess
@@ -198,3 +203,42 @@ def run(args: list[str], *, env: dict[str, str], timeout: float | None = None, c
     if reply.get("timeout"):
         raise subprocess.TimeoutExpired(argv, timeout or 0, output=stdout, stderr=stderr)
     return subprocess.CompletedProcess(argv, int(reply["rc"]), stdout, stderr)
+
+
+@dataclass
+class Cli:
+    home: Path
+    env: dict[str, str]
+
+    def __call__(self, *args: str, check: bool = True, failpoint: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        env = dict(self.env)
+        if failpoint:
+            env["SCBUNDLE_FAILPOINT"] = failpoint
+        p = run(list(args), env=env, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"scbundle {' '.join(args)} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+        return p
+
+    def json(self, *args: str) -> object:
+        return json.loads(self(*args, "--json").stdout)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "scbundle.db"
+
+    @property
+    def site_root(self) -> Path:
+        return self.home / "site-local"
+
+    def run_dir(self, remote_id: int = 1) -> Path:
+        """The run's directory on the local site, as prepare gave it (it carries the
+        database's installation id)."""
+        with sqlite3.connect(self.db_path) as c:
+            row = c.execute("select remote_dir from remote_run where remote_id = ?", (remote_id,)).fetchone()
+        assert row and row[0], f"remote_id {remote_id} has no run directory yet"
+        return Path(row[0])
+
+    def job_files(self) -> list[str]:
+        """The local scheduler's registry records the runs' job names should have, sorted."""
+        with sqlite3.connect(self.db_path) as c:
+            return sorted(f"{n}.job" for (n,) in c.execute("select job_name from remote_run where job_name is not null"))

@@ -2,54 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sqlite3
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
-import clirun
 import pytest
-
-
-@dataclass
-class Cli:
-    home: Path
-    env: dict[str, str]
-
-    def __call__(self, *args: str, check: bool = True, failpoint: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-        env = dict(self.env)
-        if failpoint:
-            env["SCBUNDLE_FAILPOINT"] = failpoint
-        p = clirun.run(list(args), env=env, timeout=timeout)
-        if check and p.returncode != 0:
-            raise AssertionError(f"scbundle {' '.join(args)} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
-        return p
-
-    def json(self, *args: str) -> object:
-        return json.loads(self(*args, "--json").stdout)
-
-    @property
-    def db_path(self) -> Path:
-        return self.home / "scbundle.db"
-
-    @property
-    def site_root(self) -> Path:
-        return self.home / "site-local"
-
-    def run_dir(self, remote_id: int = 1) -> Path:
-        """The run's directory on the local site, as prepare gave it (it carries the
-        database's installation id)."""
-        with sqlite3.connect(self.db_path) as c:
-            row = c.execute("select remote_dir from remote_run where remote_id = ?", (remote_id,)).fetchone()
-        assert row and row[0], f"remote_id {remote_id} has no run directory yet"
-        return Path(row[0])
-
-    def job_files(self) -> list[str]:
-        """The local scheduler's registry records the runs' job names should have, sorted."""
-        with sqlite3.connect(self.db_path) as c:
-            return sorted(f"{n}.job" for (n,) in c.execute("select job_name from remote_run where job_name is not null"))
+from clirun import Cli
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import clirun
 import pytest
 import tomli_w
-from conftest import Cli
+from clirun import Cli
 from sqlalchemy import create_engine, text
 
 from scbundle.core.config import embedded_default

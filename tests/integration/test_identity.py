@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-from conftest import Cli
+from clirun import Cli
 
 from scbundle.core.config import embedded_default
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -49,7 +49,7 @@ class FakeSite:
     opened: list[str] = field(default_factory=list)  # the site of each transport opened
     argvs: list[tuple[str, ...]] = field(default_factory=list)  # every invocation, in order
 
-    def transport_for(self, site_name: str, site: Site) -> DirTransport:
+    def transport_for(self, site_name: str, site: Site, off: Collection[str] = ()) -> DirTransport:
         self.opened.append(site_name)
         return DirTransport(site_name, self)
 

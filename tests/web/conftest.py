@@ -6,29 +6,30 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import clirun
 import pytest
 import tomli_w
 from sqlalchemy import create_engine, text
+from webkit import (  # the tests import them from there too (not from "conftest": several share that name)
+    OPERATOR,
+    READER,
+)
 
 from scbundle.core.config import embedded_default
 
-OPERATOR = "op-token-0123456789abcdef"
-READER = "reader-token-0123456789abcdef"
 LABELS = ("web0", "web1", "web2")  # web0: read only; web1: the in-process revert; web2: the browser's
 PER_RUN = 4
 
 
 @dataclass
-class Cli:
+class WebCli:
     env: dict[str, str]
 
     def __call__(self, *args: str) -> str:
-        p = subprocess.run([sys.executable, "-m", "scbundle.cli", *args], env=self.env, capture_output=True, text=True, timeout=300)
+        p = clirun.run(list(args), env=self.env, timeout=300)
         assert p.returncode == 0, f"scbundle {' '.join(args)} exited {p.returncode}: {p.stderr}"
         return p.stdout
 
@@ -38,7 +39,7 @@ class Cli:
 
 @dataclass
 class Console:
-    cli: Cli
+    cli: WebCli
     config_path: Path
     url: str
     run_ids: dict[str, int]
@@ -70,7 +71,7 @@ def _make(tmp: Path) -> Console:
     cfg = embedded_default(home)
     cfg["web"] = {"token": OPERATOR, "users": {"rita": {"token": READER, "role": "reader"}}}
     config_path.write_text(tomli_w.dumps(cfg))
-    cli = Cli(env)
+    cli = WebCli(env)
     url = f"sqlite:///{home / 'scbundle.db'}"
     cli("db", "upgrade")
     cli("demo-data", "--images", str(PER_RUN * len(LABELS)))

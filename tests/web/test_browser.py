@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import OPERATOR
+from webkit import OPERATOR
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # the screenshots: into docs/ when asked (SCBUNDLE_SCREENSHOTS=docs), so a test run leaves the tree clean

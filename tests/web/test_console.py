@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from conftest import OPERATOR, READER
+from webkit import OPERATOR, READER
 
 BEARER = {"Authorization": f"Bearer {OPERATOR}"}
 READ = {"Authorization": f"Bearer {READER}"}
