@@ -124,7 +124,7 @@ def serve(client: socket.socket, master_path: str) -> None:
             what = verdict(payload)
             if what == "deny":
                 with lock:
-                    client.sendall(denial(payload, "the shared link's relay lets group members run commands (ssh -O proxy) and check the master, nothing else"))
+                    client.sendall(denial(payload, "permission denied: the shared link's relay lets group members run commands (ssh -O proxy) and check the master, nothing else"))
                 break
             up.sendall(head + payload)
             if what == "splice":
