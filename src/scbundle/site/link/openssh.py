@@ -228,8 +228,9 @@ class OpenSshLink:
         if self.rider:
             sh = self.ssh.shared
             assert sh is not None
+            how = f"scbundle link switch-user --site {self.site_name} NAME" if what == "switch-user" else f"scbundle link {what} {self.site_name}"
             raise ScbundleError(f"site {self.site_name}: the link is shared and its masters belong to {sh.operator}: only {sh.operator} can {what}"
-                                f" (as {sh.operator}: `scbundle link {what.split()[0]} {self.site_name}`, or ops/maintain-link; see ops/RUNBOOK.md)")
+                                f" (as {sh.operator}: `{how}`, or `sudo -u {sh.operator} -i ops/maintain-link`; see ops/RUNBOOK.md)")
 
     # -- files in the control directory ---------------------------------------------------
     def ensure_dir(self) -> None:
