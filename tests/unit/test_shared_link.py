@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import grp
 import os
+import pwd
 import shutil
 import socket
 import stat
@@ -17,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from scbundle.core.config import SOCKET_PATH_LIMIT, Site, config_from_dict, control_path, control_path_problem
+from scbundle.core.config import (
+    SOCKET_PATH_LIMIT,
+    Site,
+    config_from_dict,
+    control_path,
+    control_path_problem,
+)
 from scbundle.core.errors import ConfigError, ScbundleError
 from scbundle.core.private import shared_dir
 from scbundle.site.link import relay
@@ -170,7 +177,7 @@ def test_a_shared_directory_of_someone_else_or_a_link_is_refused(short):
 def test_configs_and_slots_of_a_shared_link_are_group_readable_and_the_operator_alone_writes_them(short, monkeypatch):
     gid = a_group()
     name = grp.getgrgid(gid).gr_name
-    import pwd
+
 
     me = pwd.getpwuid(os.geteuid()).pw_name
     lk = OpenSshLink("mu", site(control_dir=str(short / "scb"), shared={"operator": me, "group": name}))
