@@ -177,8 +177,6 @@ def test_a_shared_directory_of_someone_else_or_a_link_is_refused(short):
 def test_configs_and_slots_of_a_shared_link_are_group_readable_and_the_operator_alone_writes_them(short, monkeypatch):
     gid = a_group()
     name = grp.getgrgid(gid).gr_name
-
-
     me = pwd.getpwuid(os.geteuid()).pw_name
     lk = OpenSshLink("mu", site(control_dir=str(short / "scb"), shared={"operator": me, "group": name}))
     assert not lk.rider
