@@ -8,8 +8,10 @@ import os
 import pwd
 import secrets
 import shutil
+import site
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,12 +39,14 @@ class CoUser:
         return p
 
 
-@pytest.fixture
-def co_user() -> Iterator[CoUser]:
+@contextmanager
+def new_co_user(*groups: str) -> Iterator[CoUser]:
+    """A second local user (in these local groups too), removed afterwards."""
     if os.geteuid() != 0 or not shutil.which("useradd"):
         pytest.skip("needs root and useradd to make a second local user")
     name = "scbx" + secrets.token_hex(4)
-    subprocess.run(["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", name], check=True, capture_output=True)
+    extra = ["--groups", ",".join(groups)] if groups else []
+    subprocess.run(["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", *extra, name], check=True, capture_output=True)
     user = CoUser(name, pwd.getpwnam(name).pw_uid)
     try:
         yield user
@@ -52,6 +56,32 @@ def co_user() -> Iterator[CoUser]:
                 p.kill()
             p.wait(timeout=30)
         subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def co_user() -> Iterator[CoUser]:
+    with new_co_user() as user:
+        yield user
+
+
+@contextmanager
+def local_group() -> Iterator[str]:
+    """A local group for the test, removed afterwards."""
+    name = "scbg" + secrets.token_hex(4)
+    subprocess.run(["groupadd", name], check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["groupdel", name], check=False, capture_output=True)
+
+
+# scbundle as a co-user: the system python with this checkout's code and the venv's packages
+# (the venv's own interpreter may sit under root's private home)
+SCBUNDLE_ENV = [f"PYTHONPATH={Path(__file__).resolve().parents[1] / 'src'}:{site.getsitepackages()[0]}", "HOME=/nonexistent"]
+
+
+def scbundle_argv(*args: str) -> list[str]:
+    return ["env", *SCBUNDLE_ENV, PYTHON, "-m", "scbundle.cli", *args]
 
 
 def remove_paths(*roots: Path) -> None:

@@ -83,6 +83,40 @@ class SshUser(_Strict):
     bastion_identity: str | None = None
 
 
+# A socket's path has 108 bytes on Linux (sun_path, with its NUL); ssh first binds the master's
+# at "<ControlPath>.<16 random characters>" and then links it into place: ~90 bytes are left.
+SOCKET_PATH_LIMIT = 90
+CONTROL_NAME = "%l-%C"  # the local host's name (several local hosts on one NFS home), then the hash
+
+
+def control_path(control_dir: str, hostname: str | None = None) -> str:
+    """The ControlPath of a site's masters as this local host expands it: ``%l`` is
+    gethostname(), ``%C`` 40 hex characters (a hash of %l%h%p%r)."""
+    host = hostname if hostname is not None else socket.gethostname()
+    return f"{control_dir}/{host}-{'c' * 40}"
+
+
+def control_path_problem(control_dir: str, hostname: str | None = None) -> str | None:
+    """Why this control directory cannot hold the masters' sockets on this host, or None."""
+    host = hostname if hostname is not None else socket.gethostname()
+    n = len(control_path(control_dir, host).encode())
+    if n <= SOCKET_PATH_LIMIT:
+        return None
+    return (f"{control_dir!r} is too long for a ControlPath socket: {control_dir}/{CONTROL_NAME} is {n} bytes on this host"
+            f" ({host!r} for %l, 40 for %C), over the {SOCKET_PATH_LIMIT}-byte limit for a socket path (Linux);"
+            " use a short directory such as ~/.scb or /tmp/scb-<you>")
+
+
+class SharedLink(_Strict):
+    """``[sites.NAME.ssh.shared]``: the masters belong to one local operator account and sit in
+    its control directory, which the members of one local group may read (mode 2750, group
+    ``group``): they ride the masters through a relay the operator's `link start` runs; only
+    the operator starts, stops and renews them (docs: ops/RUNBOOK.md, "One link for a team")."""
+
+    operator: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")]  # the local account that owns the masters
+    group: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")]  # the local group whose members ride them
+
+
 class SshSettings(_Strict):
     """How to reach the front end: OpenSSH (a human-authenticated ControlMaster) or paramiko."""
 
@@ -109,14 +143,25 @@ class SshSettings(_Strict):
     server_alive_interval: Annotated[int, Field(ge=0)] = 30
     max_sessions: Annotated[int, Field(gt=0, lt=10)] = 8  # below sshd's MaxSessions (default 10)
     users: dict[str, SshUser] = Field(default_factory=dict)
+    shared: SharedLink | None = None  # one link for a team: the operator's masters, ridden by a local group
 
     @field_validator("control_dir")
     @classmethod
     def _short_control_dir(cls, v: str) -> str:
         path = os.path.expanduser(v)
-        if len(path) + 1 + 40 > 90:  # ControlPath = <dir>/%C, %C is 40 hex characters
-            raise ValueError(f"{path!r} is too long for a ControlPath socket (Linux refuses about 90+ bytes); use a short directory such as ~/.scb")
+        if not PurePosixPath(path).is_absolute() or any(c.isspace() or c in "'\"#%\\" for c in path):
+            raise ValueError(f"{path!r} must be an absolute path without spaces, quotes, # or %")
+        problem = control_path_problem(path)
+        if problem:
+            raise ValueError(problem)
         return path
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shared_dir_is_absolute(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("shared") is not None and str(data.get("control_dir", "~/.scb")).startswith("~"):
+            raise ValueError("a shared link needs a control_dir that every member names the same way: an absolute path such as /tmp/scb-mu, not ~ (each member's own home)")
+        return data
 
     @field_validator("known_hosts", "identity", "bastion_identity")
     @classmethod

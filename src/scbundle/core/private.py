@@ -19,6 +19,7 @@ Each refusal is one ``UnsafePathError`` line naming the path and the problem.
 from __future__ import annotations
 
 import errno
+import grp
 import os
 import pwd
 import stat
@@ -41,9 +42,9 @@ def _shared(st: os.stat_result) -> bool:
     return bool(st.st_mode & 0o022)
 
 
-def _check_on_the_way(path: str, st: os.stat_result, uid: int, what: str, target: str) -> None:
+def _check_on_the_way(path: str, st: os.stat_result, uid: int, what: str, target: str, trust: int | None = None) -> None:
     """A directory ``target``'s lookup passes through."""
-    if st.st_uid not in (uid, 0):
+    if st.st_uid not in (uid, 0, trust):
         raise UnsafePathError(f"{what} {target}: {path} belongs to {_who(st.st_uid)}, who could swap what is under it; choose a place only you and root can change")
     if _shared(st) and not st.st_mode & stat.S_ISVTX:
         raise UnsafePathError(
@@ -57,13 +58,14 @@ def _absolute(path: str | os.PathLike[str]) -> PurePosixPath:
     return p if p.is_absolute() else PurePosixPath(os.getcwd()) / p
 
 
-def secure_parent(path: str | os.PathLike[str], *, what: str, create: bool = True) -> str:
+def secure_parent(path: str | os.PathLike[str], *, what: str, create: bool = True, trust: int | None = None) -> str:
     """The real path of ``path``'s parent, every directory on the way checked (module rules);
-    missing ones are created 0700 when ``create``. Returns it with no link left in it."""
+    missing ones are created 0700 when ``create``. Returns it with no link left in it.
+    ``trust``: one more uid whose directories are as good as yours (a shared link's operator)."""
     uid = os.geteuid()
     target = str(_absolute(path))
     for _ in range(100):  # a directory made while we looked: look again
-        cur, missing = _walk(_absolute(path).parent, uid, what, target)
+        cur, missing = _walk(_absolute(path).parent, uid, what, target, trust)
         if not missing:
             return cur
         if not create:
@@ -77,11 +79,11 @@ def secure_parent(path: str | os.PathLike[str], *, what: str, create: bool = Tru
     raise UnsafePathError(f"{what} {target}: its directories keep changing while they are checked")
 
 
-def _walk(parent: PurePosixPath, uid: int, what: str, target: str) -> tuple[str, list[str]]:
+def _walk(parent: PurePosixPath, uid: int, what: str, target: str, trust: int | None = None) -> tuple[str, list[str]]:
     """Look ``parent`` up from / one name at a time, checking each directory passed; returns the
     real path reached and the names that do not exist yet."""
     cur = "/"
-    _check_on_the_way(cur, os.lstat(cur), uid, what, target)
+    _check_on_the_way(cur, os.lstat(cur), uid, what, target, trust)
     pending = list(parent.parts[1:])
     links = 0
     while pending:
@@ -99,7 +101,7 @@ def _walk(parent: PurePosixPath, uid: int, what: str, target: str) -> tuple[str,
         except OSError as err:
             raise UnsafePathError(f"{what} {target}: cannot look at {here}: {err.strerror}") from None
         if stat.S_ISLNK(st.st_mode):
-            if _shared(os.lstat(cur)) and st.st_uid not in (uid, 0):  # in /tmp its owner can swap it
+            if _shared(os.lstat(cur)) and st.st_uid not in (uid, 0, trust):  # in /tmp its owner can swap it
                 raise UnsafePathError(f"{what} {target}: {here} is a symbolic link of {_who(st.st_uid)} in a shared directory; choose a place only you and root can change")
             links += 1
             if links > _MAX_LINKS:
@@ -113,7 +115,7 @@ def _walk(parent: PurePosixPath, uid: int, what: str, target: str) -> tuple[str,
             continue
         if not stat.S_ISDIR(st.st_mode):
             raise UnsafePathError(f"{what} {target}: {here} is not a directory")
-        _check_on_the_way(here, st, uid, what, target)
+        _check_on_the_way(here, st, uid, what, target, trust)
         cur = here
     return cur, []
 
@@ -211,3 +213,63 @@ def make_private_file(path: str | os.PathLike[str], *, create: bool = True) -> N
             os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
+
+
+def shared_dir(path: str | os.PathLike[str], *, what: str, owner: int, gid: int) -> Path:
+    """A directory its owner alone can change and one group may read (a shared link's control
+    directory: mode 2750, group ``gid``). Its owner makes (or checks and tightens) it like
+    ``private_dir``; anyone else only checks it, trusting directories of the owner's on the way:
+    no link, ``owner``'s, group ``gid``, writable by nobody but the owner."""
+    uid = os.geteuid()
+    full = _absolute(path)
+    if full.name in ("", ".", ".."):
+        raise UnsafePathError(f"{what} {path}: not a directory name")
+    mine = uid == owner
+    parent = secure_parent(full, what=what, create=mine, trust=None if mine else owner)
+    here = os.path.join(parent, full.name)
+    if mine:
+        try:
+            os.mkdir(here, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as err:
+            raise UnsafePathError(f"{what} {full}: cannot create it: {err.strerror}") from None
+    try:
+        fd = os.open(here, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            if os.path.islink(here):
+                raise UnsafePathError(f"{what} {full} is a symbolic link: refused (whoever made it can point it at their own files); remove it, or choose another place") from None
+            raise UnsafePathError(f"{what} {full} is not a directory") from None
+        if err.errno == errno.ENOENT:
+            raise UnsafePathError(f"{what} {full} does not exist yet: {_who(owner)} makes it with `scbundle link start`") from None
+        if err.errno == errno.EACCES:
+            raise UnsafePathError(f"{what} {full}: permission denied: only {_who(owner)} and the members of group {_group(gid)} may use it") from None
+        raise UnsafePathError(f"{what} {full}: cannot open it: {err.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != owner:
+            raise UnsafePathError(f"{what} {full} belongs to {_who(st.st_uid)}, not to the shared link's operator {_who(owner)}: refused; remove it, or choose another place")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o022:
+            raise UnsafePathError(
+                f"{what} {full} is writable by {'others' if mode & 0o002 else 'its group'} (mode {mode:04o}): someone else may have put"
+                f" files in it; check its contents, then `chmod 2750 {full}` (or remove it)"
+            )
+        if mine:
+            if st.st_gid != gid:
+                os.fchown(fd, -1, gid)
+            if mode != 0o2750:
+                os.fchmod(fd, 0o2750)
+        elif st.st_gid != gid:
+            raise UnsafePathError(f"{what} {full} has group {_group(st.st_gid)}, not the shared link's group {_group(gid)}: refused")
+    finally:
+        os.close(fd)
+    return Path(full)
+
+
+def _group(gid: int) -> str:
+    try:
+        return f"{grp.getgrgid(gid).gr_name} (gid {gid})"
+    except KeyError:
+        return f"gid {gid}"

@@ -13,11 +13,14 @@ ProxyJump host, a config file does).
 from __future__ import annotations
 
 import fcntl
+import grp
 import json
 import os
+import pwd
 import re
 import shlex
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -30,9 +33,9 @@ from pathlib import Path
 
 import psutil
 
-from scbundle.core.config import Site, SshSettings
+from scbundle.core.config import CONTROL_NAME, Site, SshSettings
 from scbundle.core.errors import ConfigError, HostKeyError, LinkDownError, ScbundleError
-from scbundle.core.private import open_private, private_dir
+from scbundle.core.private import open_private, private_dir, shared_dir
 from scbundle.core.text import printable
 from scbundle.site.hosts import usable_indices
 from scbundle.site.link.base import ProcessTransport, Transport
@@ -114,7 +117,7 @@ def render_ssh_config(site_name: str, ssh: SshSettings, user: str | None, *, bat
         lines += [f"  {k} {_value(k, v)}" for k, v in opts + common] + [""]
     for i, host in enumerate(ssh.hosts):
         lines.append(f"Host {host_alias(site_name, i)}")
-        opts = [("HostName", host), ("Port", ssh.port), ("User", u.user), ("ControlPath", f"{ssh.control_dir}/%C"), ("ControlMaster", "no")]
+        opts = [("HostName", host), ("Port", ssh.port), ("User", u.user), ("ControlPath", f"{ssh.control_dir}/{CONTROL_NAME}"), ("ControlMaster", "no")]
         if ssh.bastion:
             opts.append(("ProxyJump", bastion_alias(site_name)))
         if u.identity:
@@ -130,8 +133,14 @@ def master_start_argv(conf: str, alias: str) -> list[str]:
     return ["ssh", "-F", conf, "-f", "-N", "-o", "ControlMaster=yes", alias]
 
 
-def master_ctl_argv(conf: str, alias: str, op: str) -> list[str]:
-    return ["ssh", "-F", conf, "-O", op, alias]
+def master_ctl_argv(conf: str, alias: str, op: str, relay: str | None = None) -> list[str]:
+    """``ssh -O op``; ``relay``: a shared link's member reaches the master through its relay."""
+    return ["ssh", "-F", conf, *(["-o", f"ControlPath={relay}"] if relay else []), "-O", op, alias]
+
+
+def relay_path(socket_path: str) -> str:
+    """A shared master's relay socket, beside the master's own (core/config.py counts it in)."""
+    return socket_path + ".g"
 
 
 def parse_master_pid(stderr: str) -> int | None:
@@ -190,6 +199,39 @@ class OpenSshLink:
         self.site = site
         self.ssh: SshSettings = site.ssh
         self.dir = Path(self.ssh.control_dir)
+        self.host = socket.gethostname()  # %l: each local host its own masters on a shared home
+        self._relays: dict[str, str] = {}
+
+    # -- a shared link: the operator's masters, ridden by a local group ---------------------
+    @property
+    def shared_ids(self) -> tuple[int, int] | None:
+        """(operator uid, group gid) of a shared link; None for a link of one's own."""
+        sh = self.ssh.shared
+        if sh is None:
+            return None
+        try:
+            uid = pwd.getpwnam(sh.operator).pw_uid
+        except KeyError:
+            raise ConfigError(f"site {self.site_name}: shared.operator {sh.operator!r} is no local user on {self.host}") from None
+        try:
+            gid = grp.getgrnam(sh.group).gr_gid
+        except KeyError:
+            raise ConfigError(f"site {self.site_name}: shared.group {sh.group!r} is no local group on {self.host} (groupadd {sh.group})") from None
+        return uid, gid
+
+    @property
+    def rider(self) -> bool:
+        """A group member of a shared link (not its operator): rides the masters, never makes them."""
+        ids = self.shared_ids
+        return ids is not None and os.geteuid() != ids[0]
+
+    def _operator_only(self, what: str) -> None:
+        if self.rider:
+            sh = self.ssh.shared
+            assert sh is not None
+            how = f"scbundle link switch-user --site {self.site_name} NAME" if what == "switch-user" else f"scbundle link {what} {self.site_name}"
+            raise ScbundleError(f"site {self.site_name}: the link is shared and its masters belong to {sh.operator}: only {sh.operator} can {what}"
+                                f" (as {sh.operator}: `{how}`, or `sudo -u {sh.operator} -i ops/maintain-link`; see ops/RUNBOOK.md)")
 
     # -- files in the control directory ---------------------------------------------------
     def ensure_dir(self) -> None:
@@ -197,8 +239,25 @@ class OpenSshLink:
         their owner nor their mode, only ~/.ssh/config's) and the master's socket: it must be a
         place only the operator can change, checked without following links before every use
         (core/private.py: not a link, yours, 0700, every directory on the way yours or root's
-        and not writable by others unless sticky)."""
-        private_dir(self.dir, what=f"site {self.site_name}: control directory")
+        and not writable by others unless sticky).
+
+        A shared link's directory is the operator's, mode 2750, group the shared group: its
+        members read the configs and reach the relay's socket, nobody but the operator can put
+        or replace anything in it. A member checks it (the operator's directories trusted on
+        the way) and must be in the group."""
+        ids = self.shared_ids
+        what = f"site {self.site_name}: control directory"
+        if ids is None:
+            private_dir(self.dir, what=what)
+            return
+        uid, gid = ids
+        if os.geteuid() != uid and os.geteuid() != 0 and gid not in os.getgroups() and os.getegid() != gid:
+            me = pwd.getpwuid(os.geteuid()).pw_name
+            sh = self.ssh.shared
+            assert sh is not None
+            raise ScbundleError(f"site {self.site_name}: the link is shared with the local group {sh.group}, and you ({me}) are not in it:"
+                                f" ask {sh.operator} or an admin (`usermod -aG {sh.group} {me}`, then log in again), or use a site of your own")
+        shared_dir(self.dir, what=what, owner=uid, gid=gid)
 
     @property
     def _user_file(self) -> Path:
@@ -213,11 +272,19 @@ class OpenSshLink:
 
     def switch_user(self, name: str) -> None:
         user_settings(self.ssh, name)  # refuse an unknown user
+        self._operator_only("switch-user")
         self.ensure_dir()
-        tmp = self._user_file.with_suffix(".tmp")
-        tmp.write_text(name + "\n")
-        os.replace(tmp, self._user_file)
+        self._write(self._user_file, name + "\n")
         self.write_configs()
+
+    def _write(self, path: Path, text: str) -> None:
+        """Replace one file of the control directory at once (0600; 0640 in a shared one)."""
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".conf.")
+        with os.fdopen(fd, "w") as f:
+            if self.ssh.shared is not None:
+                os.fchmod(f.fileno(), 0o640)
+            f.write(text)
+        os.replace(tmp, path)
 
     def conf_path(self, *, batch: bool) -> Path:
         return self.dir / f"{self.site_name}.{self.active_user()}.{'batch' if batch else 'interactive'}.conf"
@@ -225,23 +292,27 @@ class OpenSshLink:
     def write_configs(self) -> None:
         self.ensure_dir()
         user = self.active_user()
+        if self.rider:  # the operator's configs, in the operator's directory: read, never written
+            path = self.conf_path(batch=True)
+            if not path.is_file():
+                raise LinkDownError(f"site {self.site_name}: no {path.name} in the shared control directory {self.dir} yet: the operator starts the link (`scbundle link start {self.site_name}`)")
+            return
         for batch in (True, False):
             text = render_ssh_config(self.site_name, self.ssh, user, batch=batch)
             path = self.conf_path(batch=batch)
             if not path.exists() or path.read_text() != text:
-                fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".conf.")
-                with os.fdopen(fd, "w") as f:
-                    f.write(text)
-                os.replace(tmp, path)
+                self._write(path, text)
 
     def _started_file(self, index: int) -> Path:
-        return self.dir / f"{self.site_name}.{index}.{self.active_user()}.started"
+        return self.dir / f"{self.site_name}.{index}.{self.active_user()}.{self.host}.started"
 
     # -- master operations ----------------------------------------------------------------
     def check_one(self, index: int) -> MasterStatus:
         self.write_configs()
         alias = host_alias(self.site_name, index)
-        p = subprocess.run(master_ctl_argv(str(self.conf_path(batch=True)), alias, "check"), capture_output=True, text=True, timeout=30)
+        relay = self.relay_for(alias) if self.rider else None
+        p = subprocess.run(master_ctl_argv(str(self.conf_path(batch=True)), alias, "check", relay), capture_output=True, text=True, timeout=30,
+                           stdin=subprocess.DEVNULL)  # fmt: skip
         pid = parse_master_pid(p.stderr) if p.returncode == 0 else None
         since = None
         if pid is not None:
@@ -277,8 +348,10 @@ class OpenSshLink:
     def start(self, index: int) -> MasterStatus:
         """Start one master in the foreground: the site's prompts go to the person's terminal
         (ssh reads them from /dev/tty), then ssh puts the master in the background."""
+        self._operator_only("start")
         status = self.check_one(index)
         if status.up:
+            self._ensure_relay(index, status)
             return status
         alias = host_alias(self.site_name, index)
         self._remove_stale_socket(alias)
@@ -301,8 +374,44 @@ class OpenSshLink:
         if not status.up or status.pid is None:
             raise LinkDownError(f"ssh returned but no master answers for {alias}: {_tail(err)}")
         started = {"pid": status.pid, "started": time.time(), "user": self.active_user(), "host": self.ssh.hosts[index]}
-        self._started_file(index).write_text(json.dumps(started))
+        self._write(self._started_file(index), json.dumps(started))
+        self._ensure_relay(index, status)
         return self.check_one(index)
+
+    # -- the relay of a shared master (site/link/relay.py) ----------------------------------
+    def relay_for(self, alias: str) -> str:
+        if alias not in self._relays:
+            path = self.socket_path(alias)
+            if path is None:
+                raise LinkDownError(f"site {self.site_name}: ssh names no ControlPath for {alias}")
+            self._relays[alias] = relay_path(str(path))
+        return self._relays[alias]
+
+    def _ensure_relay(self, index: int, status: MasterStatus) -> None:
+        """The operator's up master of a shared link gets its relay (started once, detached;
+        it ends with the master)."""
+        ids = self.shared_ids
+        if ids is None or status.pid is None:
+            return
+        alias = host_alias(self.site_name, index)
+        master = self.socket_path(alias)
+        if master is None:
+            return
+        path = relay_path(str(master))
+        if _answers(path):
+            return
+        for n in range(self.ssh.max_sessions):  # the members lock these read-only: made here
+            os.close(self._open_slot(self._slot_name(n, index)))
+        from scbundle.site.link import relay
+
+        subprocess.Popen([sys.executable, "-I", relay.__file__, str(master), path, str(ids[1]), str(status.pid)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, close_fds=True)  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not _answers(path):
+            if time.monotonic() > deadline:
+                raise LinkDownError(f"site {self.site_name}: the shared link's relay {path} did not come up for {alias}; group members cannot ride it")
+            time.sleep(0.05)
 
     def socket_path(self, alias: str) -> Path | None:
         """The ControlPath ssh will use for ``alias`` (``ssh -G`` expands %C)."""
@@ -327,6 +436,7 @@ class OpenSshLink:
             path.unlink()
 
     def stop(self) -> list[MasterStatus]:
+        self._operator_only("stop")
         out = []
         for i in range(len(self.ssh.hosts)):
             alias = host_alias(self.site_name, i)
@@ -337,6 +447,32 @@ class OpenSshLink:
         return out
 
     # -- a cross-process cap on sessions over the master ----------------------------------
+    def _slot_name(self, n: int, host: int | None) -> str:
+        """Slot ``n`` of host ``host``'s master (host 0 keeps the names of the one-host days)."""
+        return f"{self.site_name}.slot.{n}" if not host else f"{self.site_name}.h{host}.slot.{n}"
+
+    def _open_slot(self, name: str) -> int:
+        """One session slot file, for flock. A shared link's are the operator's, 0640: its
+        members lock them read-only, so every user's sessions count against one master."""
+        path = self.dir / name
+        ids = self.shared_ids
+        if ids is None:
+            return open_private(path, what="session slot file")
+        mine = os.geteuid() == ids[0]
+        try:
+            fd = os.open(path, (os.O_RDWR | os.O_CREAT if mine else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+        except FileNotFoundError:
+            raise LinkDownError(f"site {self.site_name}: no session slot files in the shared control directory {self.dir} yet: the operator starts the link (`scbundle link start {self.site_name}`)") from None
+        except OSError as err:
+            raise ScbundleError(f"session slot file {path}: cannot open it: {err.strerror} (a symbolic link is refused)") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != ids[0] or st.st_nlink > 1:
+            os.close(fd)
+            raise ScbundleError(f"session slot file {path} is not a plain file of the shared link's operator: refused; remove it")
+        if mine and stat.S_IMODE(st.st_mode) != 0o640:
+            os.fchmod(fd, 0o640)
+        return fd
+
     @contextmanager
     def session_slot(self, timeout: float = 600.0, host: int | None = None) -> Iterator[int]:
         """Hold one of ``max_sessions`` slots (flock'ed files shared by every scbundle process):
@@ -347,8 +483,7 @@ class OpenSshLink:
         deadline = time.monotonic() + timeout
         while True:
             for n in range(self.ssh.max_sessions):
-                name = f"{self.site_name}.slot.{n}" if not host else f"{self.site_name}.h{host}.slot.{n}"
-                fd = open_private(self.dir / name, what="session slot file")
+                fd = self._open_slot(self._slot_name(n, host))
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -363,6 +498,18 @@ class OpenSshLink:
             if time.monotonic() > deadline:
                 raise LinkDownError(f"no free session slot on the link to {self.site_name} after {timeout:g} s")
             time.sleep(0.05)
+
+
+def _answers(path: str) -> bool:
+    """Something listens on the unix socket ``path``."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 class OpenSshTransport(ProcessTransport):
@@ -394,6 +541,9 @@ class OpenSshTransport(ProcessTransport):
     def _command(self, argv: Sequence[str]) -> list[str]:
         alias = self._alias or self.link.up_alias(self.off) or host_alias(self.site_name, 0)
         self.link.write_configs()
+        if self.link.rider:  # through the operator's relay: this user's own ssh speaks the channels (-O proxy)
+            relay = self.link.relay_for(alias)
+            return ["ssh", "-F", str(self.link.conf_path(batch=True)), "-o", f"ControlPath={relay}", "-O", "proxy", "-T", alias, remote_command(argv)]
         return ["ssh", "-F", str(self.link.conf_path(batch=True)), "-T", alias, remote_command(argv)]
 
     def _slot(self):  # type: ignore[override]
