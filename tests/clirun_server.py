@@ -108,9 +108,8 @@ def _command(req: dict, listener: socket.socket, conn: socket.socket) -> None:
         import atexit
         import threading
 
-        for t in threading.enumerate():
-            if t is not threading.main_thread() and not t.daemon:
-                t.join()
+        threading._shutdown()  # as the interpreter's exit: threading's own exit hooks (concurrent.futures
+        # tells its workers to stop there), then every non-daemon thread joined
         atexit._run_exitfuncs()
     except BaseException:
         import traceback
